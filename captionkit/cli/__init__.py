@@ -1,0 +1,60 @@
+"""The `captionkit` command: a thin layer over the Python API, grouped by noun with verb subcommands."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+from typing import Sequence
+
+# One module per noun; each defines `register(subparsers)` and sets `func` on its parsers.
+COMMAND_MODULES = [
+    "captionkit.cli.data",       # data check | synth | convert
+    "captionkit.cli.features",   # features extract | info
+    "captionkit.cli.clip",       # clip pretrain
+    "captionkit.cli.models",     # models list
+    "captionkit.cli.train",      # train
+    "captionkit.cli.importer",   # import clipcap
+    "captionkit.cli.caption",    # caption
+    "captionkit.cli.evaluate",   # evaluate
+    "captionkit.cli.score",      # score
+    "captionkit.cli.report",     # report
+    "captionkit.cli.demo",       # demo
+]
+
+
+class CLIError(Exception):
+    """An error the CLI prints as one line (no traceback) before exiting with status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="captionkit", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    from captionkit.errors import user_errors  # errors a user can fix: one line, no traceback
+    try:
+        return int(args.func(args) or 0)
+    except user_errors() as exc:
+        print(f"captionkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("captionkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

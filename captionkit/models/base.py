@@ -1,0 +1,124 @@
+"""The contracts every captioning model honours: a training forward and a decoding step (DESIGN.md 3 and 4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = -100  # label of padding positions: never a real token id
+
+
+@runtime_checkable
+class TextTokenizer(Protocol):
+    """Text <-> ids for one model family (GPT-2 BPE for ClipCap, a word vocabulary for the LSTMs)."""
+
+    tokenizer_type: ClassVar[str]
+    eos_token_id: int
+    pad_token_id: int  # fills padded *inputs*; padded *labels* are IGNORE_INDEX
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text` without special tokens."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`, special tokens dropped."""
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write the tokenizer files into a model directory."""
+
+
+@dataclass
+class ModelOutput:
+    """`logits[:, t]` scores `input_ids[:, t]` (the model handles its own start: prefix, <bos>, image state)."""
+
+    logits: Tensor  # (B, T, V)
+    loss: Tensor | None = None  # scalar, mean over non-ignored label positions (plus any model regulariser)
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. "attention": (B, T, L) weights
+
+
+class CaptionModel(nn.Module):
+    """Base class of registered models.
+
+    Training (`forward`): batch = {"features": (B, *feature_shape) float, "input_ids": (B, T) caption ids + EOS,
+    padded with tokenizer.pad_token_id, "labels": (B, T) the same ids with IGNORE_INDEX at padding}.
+
+    Decoding (`start`/`step`/`reorder_state`) is what captionkit.decoding drives; it never calls `forward`
+    except for the uncached reference path.
+    """
+
+    model_type: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, batch: dict[str, Tensor]) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def start(self, features: Tensor) -> tuple[Tensor, Any]:  # pragma: no cover - abstract
+        """Image features (B, *feature_shape) -> (logits (B, V) for the first caption token, decoding state)."""
+        raise NotImplementedError
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:  # pragma: no cover - abstract
+        """Previous tokens (B,) -> (logits (B, V) for the next token, new state)."""
+        raise NotImplementedError
+
+    def reorder_state(self, state: Any, index: Tensor) -> Any:  # pragma: no cover - abstract
+        """Select/duplicate batch rows of `state` (beam search): row i of the result is row index[i] of `state`."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimizer gets: frozen parts have requires_grad=False and are left out (no optimizer state)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def caption_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over caption positions; IGNORE_INDEX positions (padding) are skipped."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def select_rows(state: Any, index: Tensor) -> Any:
+    """Apply `index_select(0, index)` to every tensor in a nested tuple/list/dict state (LSTM (h, c), etc.)."""
+    if isinstance(state, Tensor):
+        return state.index_select(0, index.to(state.device))
+    if isinstance(state, (tuple, list)):
+        return type(state)(select_rows(s, index) for s in state)
+    if isinstance(state, dict):
+        return {k: select_rows(v, index) for k, v in state.items()}
+    return state
+
+
+def uncached_logits(model: CaptionModel, features: Tensor, history: Tensor) -> Tensor:
+    """Reference path for tests and baselines: recompute the whole sequence to score the next token.
+
+    history (B, n) generated so far -> logits (B, V) for token n, via `forward` on n+1 positions.
+    """
+    pad = torch.zeros(history.size(0), 1, dtype=torch.long, device=history.device)
+    out = model({"features": features, "input_ids": torch.cat([history, pad], dim=1)})
+    return out.logits[:, history.size(1)]
+
+
+def build_model(model_data: dict[str, Any], pretrained: bool = True) -> CaptionModel:
+    """Model from plain config data `{"type": name, **config fields}` via the registry (no if/elif over types).
+
+    `pretrained=True` lets a model fetch pretrained parts named in its config (GPT-2 by hub id); a saved model
+    directory is rebuilt with `pretrained=False` and then gets its weights from model.safetensors.
+    """
+    from captionkit.config import from_dict
+    from captionkit.registry import get_model_class
+
+    data = dict(model_data)
+    cls = get_model_class(data.pop("type"))
+    config = from_dict(cls.config_class, data, where=f"model ({cls.model_type})")
+    return cls.build(config, pretrained=pretrained)
+
+
+def _default_build(cls: type[CaptionModel], config: Any, pretrained: bool = True) -> CaptionModel:
+    return cls(config)
+
+
+CaptionModel.build = classmethod(_default_build)  # type: ignore[attr-defined]
