@@ -1,0 +1,49 @@
+"""`captionkit train`: train a model from a preset or a config file, resumable, on one or many processes."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+EPILOG = """examples:
+  captionkit train --preset tiny-clipcap-mlp --dataset data/synth --out runs/tiny
+  captionkit train --config run.yaml --set train.lr=1e-4 --set train.epochs=5
+  captionkit train --out runs/tiny --resume          (continues from the latest valid checkpoint)
+  torchrun --nproc_per_node 2 -m captionkit.cli train --config run.yaml   (one model, gradients averaged)"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a captioning model", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a captioning model. Settings come from a preset, then a config file, "
+                                   "then the flags below, then --set overrides.")
+    p.add_argument("--config", help="run config file (YAML or JSON): model, encoder, dataset, train, eval, out")
+    p.add_argument("--preset", help="start from a named preset (see `captionkit models list`)")
+    p.add_argument("--dataset", help="dataset directory or file")
+    p.add_argument("--out", help="run directory (RUN_DIR)")
+    p.add_argument("--features", help="feature cache directory (default: RUN_DIR/../features/<encoder>-<dataset>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest valid checkpoint in RUN_DIR (with no --config/--preset, "
+                        "RUN_DIR/resolved_config.json is used)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from captionkit.config import ConfigError
+    from captionkit.training import load_run_config, train
+
+    config_file = args.config
+    if args.resume and config_file is None and args.preset is None:
+        if args.out is None:
+            raise ConfigError("--resume needs --out RUN_DIR (or a --config/--preset)")
+        config_file = Path(args.out) / "resolved_config.json"
+    if config_file is None and args.preset is None:
+        raise ConfigError("give --preset NAME (see `captionkit models list`) or --config FILE")
+    config = load_run_config(config_file, args.preset, args.overrides, dataset=args.dataset, out=args.out,
+                             features=args.features)
+    model_dir = train(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
+        print(f"model: {model_dir}")
+    return 0

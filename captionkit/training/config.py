@@ -1,0 +1,140 @@
+"""The typed configuration of a training run: what to train (model, encoder, data), how (TrainConfig), how to
+evaluate on the dev split (EvalConfig), and where the run directory is."""
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from captionkit.config import ConfigError, apply_overrides, from_dict, merge, read_config_file
+
+SCHEDULES = ("linear", "cosine", "constant")
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. Steps count optimizer updates (one update = grad_accum_steps micro-batches)."""
+
+    epochs: int = 10
+    max_steps: int | None = None  # stop after this many updates even if epochs remain
+    batch_size: int = 32  # per process; global batch = batch_size * processes * grad_accum_steps
+    lr: float = 2e-5
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # used when warmup_steps is 0: a fraction of all updates
+    schedule: str = "linear"  # decay after warm-up: linear to 0, cosine to 0, or constant
+    weight_decay: float = 0.0  # applied to matrices only, not to biases and norm scales
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
+    mixed_precision: str = "no"  # "bf16"/"fp16" autocast on a GPU; always "no" on CPU
+    seed: int = 0
+    max_caption_tokens: int = 40  # caption ids + EOS are cut to this length
+    num_workers: int = 2  # DataLoader workers (image decoding for pixel models, feature reads)
+    early_stopping_metric: str = "dev_loss"  # or a caption metric computed on dev, e.g. "CIDEr", "Bleu_4"
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping; None: never
+    keep_last_n: int = 2  # resumable checkpoints kept in RUN_DIR/checkpoints
+    eval_every_epochs: int = 1
+    log_every_steps: int = 10
+    checkpoint_every_steps: int | None = None  # besides the one at every epoch end; None: epoch ends only
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum_steps", "eval_every_epochs", "log_every_steps",
+                    "max_caption_tokens", "keep_last_n")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "checkpoint_every_steps", "early_stopping_patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name} must be >= 1 or null, got {value}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0 or not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_steps must be >= 0 and train.warmup_ratio in [0, 1); got "
+                              f"{self.warmup_steps} and {self.warmup_ratio}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule={self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ConfigError(f"train.mixed_precision={self.mixed_precision!r}; valid: {', '.join(PRECISIONS)}")
+        if len(self.adam_betas) != 2:
+            raise ConfigError(f"train.adam_betas must be two numbers, got {self.adam_betas}")
+        if self.num_workers < 0:
+            raise ConfigError(f"train.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on a held-out split after every `train.eval_every_epochs` epochs."""
+
+    split: str = "dev"
+    metrics: list[str] = field(default_factory=lambda: ["Bleu_4", "CIDEr"])  # [] for dev loss only
+    decoding: dict[str, Any] = field(default_factory=dict)  # captionkit.decoding.DecodingConfig fields
+    max_images: int | None = None  # decode at most this many images for the caption metrics
+    batch_size: int = 64
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written to RUN_DIR/resolved_config.json."""
+
+    model: dict[str, Any]  # {"type": registered model name, **its config fields}
+    encoder: str  # "KIND:SOURCE", e.g. "clip:openai/clip-vit-base-patch32" or "vgg16:fc2"
+    dataset: str
+    out: str
+    dataset_format: str = "auto"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    features: str | None = None  # feature cache dir; None: RUN_DIR/../features/<encoder slug>-<dataset fingerprint>
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, dict) or "type" not in self.model:
+            raise ConfigError("model: expected a mapping with a 'type' (a registered model name, see "
+                              "`captionkit models list`)")
+        for name in ("dataset", "out", "encoder"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: missing; give it in the config file, as --{name} or with --set {name}=...")
+        metrics = {m.lower() for m in _metric_names(self.eval.metrics)}  # an unknown metric name fails here
+        metric = self.train.early_stopping_metric
+        if metric != "dev_loss" and metric.lower() not in metrics:
+            raise ConfigError(f"train.early_stopping_metric={metric!r} is not computed: use 'dev_loss' or one of "
+                              f"eval.metrics {self.eval.metrics}")
+
+
+def _metric_names(metrics: list[str]) -> list[str]:
+    """Canonical metric names ("bleu" -> Bleu_1..Bleu_4) when the evaluation module is installed."""
+    if importlib.util.find_spec("captionkit.evaluation.metrics") is None:
+        return list(metrics)
+    from captionkit.evaluation.metrics import resolve_metrics
+
+    try:
+        return resolve_metrics(metrics)
+    except ConfigError as exc:
+        raise ConfigError(f"eval.metrics: {exc}") from exc
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of an encoder spec: `clip:openai/clip-vit-base-patch32` -> `clip-openai-clip-vit...`."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "encoder"
+
+
+def load_run_config(config: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None,
+                    **flags: Any) -> RunConfig:
+    """preset <- config file <- flags given on the command line (dataset=, out=, ...) <- `--set` overrides."""
+    from captionkit.registry import get_preset
+
+    data: dict[str, Any] = get_preset(preset) if preset else {}
+    if config is not None:
+        data = merge(data, read_config_file(config))
+    data = merge(data, {k: v for k, v in flags.items() if v is not None})
+    data = apply_overrides(data, overrides)
+    for name in ("model", "encoder", "dataset", "out"):
+        if name not in data:
+            raise ConfigError(f"{name}: missing; give --preset NAME or a --config file with a '{name}' entry"
+                              if name in ("model", "encoder") else
+                              f"{name}: missing; give --{name} or put '{name}' in the config file")
+    return from_dict(RunConfig, data, where="config")
