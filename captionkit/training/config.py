@@ -32,6 +32,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "bf16"/"fp16" autocast on a GPU; always "no" on CPU
     seed: int = 0
     max_caption_tokens: int = 40  # caption ids + EOS are cut to this length
+    captions_per_image: int | None = None  # None: an epoch visits every caption; N: N random captions per image
     num_workers: int = 2  # DataLoader workers (image decoding for pixel models, feature reads)
     early_stopping_metric: str = "dev_loss"  # or a caption metric computed on dev, e.g. "CIDEr", "Bleu_4"
     early_stopping_patience: int | None = None  # evaluations without improvement before stopping; None: never
@@ -46,7 +47,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "checkpoint_every_steps", "early_stopping_patience"):
+        for name in ("max_steps", "checkpoint_every_steps", "early_stopping_patience", "captions_per_image"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"train.{name} must be >= 1 or null, got {value}")

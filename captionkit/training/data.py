@@ -28,26 +28,39 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class EpochSampler(Sampler[int]):
     """A permutation of the items that depends only on (seed, epoch): a resumed run replays the same order.
 
+    With `groups` (the item indices of each image) and `per_group` = N, an epoch visits N captions of every image,
+    drawn anew each epoch, instead of all of them: for models that encode pixels, a pass costs N image
+    encodings per image, not one per caption.
+
     Deliberately has no `generator` attribute: accelerate then shards batches across processes without
     re-seeding anything, and every process draws the same permutation.
     """
 
-    def __init__(self, num_items: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, num_items: int, seed: int, shuffle: bool = True, groups: Sequence[Sequence[int]] | None = None,
+                 per_group: int | None = None) -> None:
         self.num_items = num_items
         self.seed = seed
         self.shuffle = shuffle
+        self.groups = [list(g) for g in groups] if groups is not None and per_group else None
+        self.per_group = per_group
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.num_items))
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+        if self.groups is not None:
+            items = [g[i] for g in self.groups for i in torch.randperm(len(g), generator=generator)[:self.per_group]]
+        else:
+            items = list(range(self.num_items))
+        if not self.shuffle:
+            return iter(sorted(items))
+        return iter([items[i] for i in torch.randperm(len(items), generator=generator).tolist()])
 
     def __len__(self) -> int:
+        if self.groups is not None:
+            return sum(min(len(g), self.per_group) for g in self.groups)
         return self.num_items
 
 
@@ -143,14 +156,23 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
             "features": torch.stack([item["features"] for item in items])}
 
 
-def train_loader(dataset: PairDataset, batch_size: int, seed: int, num_workers: int,
-                 pad_token_id: int) -> tuple[DataLoader, EpochSampler, torch.Generator]:
+def image_groups(pairs: Sequence[Pair]) -> list[list[int]]:
+    """Indices of the pairs of each image, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for index, (image_id, _) in enumerate(pairs):
+        groups.setdefault(image_id, []).append(index)
+    return list(groups.values())
+
+
+def train_loader(dataset: PairDataset, batch_size: int, seed: int, num_workers: int, pad_token_id: int,
+                 captions_per_image: int | None = None) -> tuple[DataLoader, EpochSampler, torch.Generator]:
     """The training DataLoader, its sampler and the generator its workers are seeded from.
 
     The loader gets its own generator so that creating an iterator never draws from the global torch RNG:
     otherwise a run resumed mid-epoch would shift the dropout masks of an uninterrupted one.
     """
-    sampler = EpochSampler(len(dataset), seed)
+    groups = image_groups(dataset.pairs) if captions_per_image else None
+    sampler = EpochSampler(len(dataset), seed, groups=groups, per_group=captions_per_image)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         collate_fn=CollatePairs(pad_token_id), generator=generator,

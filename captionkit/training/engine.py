@@ -198,7 +198,7 @@ class _Trainer:
 
         pairs = PairDataset(caption_pairs(train_records, self.tokenizer, tc.max_caption_tokens), source)
         loader, sampler, generator = train_loader(pairs, tc.batch_size, tc.seed, tc.num_workers,
-                                                  self.tokenizer.pad_token_id)
+                                                  self.tokenizer.pad_token_id, tc.captions_per_image)
         optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tuple(tc.adam_betas))
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         steps_per_epoch = math.ceil(len(loader) / tc.grad_accum_steps)

@@ -1,0 +1,28 @@
+"""The epoch sampler: deterministic per (seed, epoch), and N captions per image when asked."""
+from collections import Counter
+
+from captionkit.training.data import EpochSampler, image_groups
+
+
+def test_sampler_replays_the_same_order_for_the_same_epoch():
+    a, b = EpochSampler(50, seed=3), EpochSampler(50, seed=3)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    assert list(a) == list(b) and sorted(a) == list(range(50))
+    b.set_epoch(3)
+    assert list(a) != list(b)
+
+
+def test_captions_per_image_visits_each_image_n_times_with_changing_captions():
+    pairs = [(f"img{i // 5}", [i]) for i in range(40)]  # 8 images x 5 captions
+    groups = image_groups(pairs)
+    assert groups[1] == [5, 6, 7, 8, 9]
+    sampler = EpochSampler(len(pairs), seed=0, groups=groups, per_group=2)
+    seen = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert len(order) == len(sampler) == 16
+        assert Counter(pairs[i][0] for i in order) == Counter({f"img{k}": 2 for k in range(8)})
+        seen.append(frozenset(order))
+    assert len(set(seen)) > 1  # other captions are drawn in other epochs
