@@ -1,0 +1,183 @@
+"""Contrastive CLIP pretraining on a caption dataset: adapts (or, for the offline demo, creates) the frozen image
+encoder that ClipCap reads, exactly as ClipCap uses a pretrained CLIP."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from captionkit.config import to_dict, write_resolved_config
+from captionkit.data.formats import load_dataset
+from captionkit.data.images import load_image
+from captionkit.models import hf
+
+log = logging.getLogger(__name__)
+DONE_MARKER = "pretrain_done.json"
+
+
+@dataclass
+class ClipPretrainConfig:
+    init: str | None = None  # hub id / dir of a pretrained CLIP to adapt; None = a new model of the sizes below
+    image_size: int = 96
+    patch_size: int = 16
+    width: int = 128  # hidden size of both towers
+    layers: int = 4
+    heads: int = 4
+    projection_dim: int = 128
+    tokenizer_merges: int = 1000  # BPE merges learnt from the train captions when no tokenizer comes with `init`
+    max_text_tokens: int = 32
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # more CLIPConfig fields, merged into the new model's config
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's (and GPT-2's) byte -> printable character table: the base alphabet of its BPE vocabulary."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in chars]
+
+
+def train_clip_tokenizer(captions: list[str], num_merges: int, directory: Path) -> Any:
+    """Learn a BPE in CLIP's own file format (lower-cased words, `</w>` end-of-word suffix, vocab = 256 byte chars,
+    their `</w>` forms, merges, start/end tokens) so the standard CLIP tokenizer reads it. Hand-written because
+    the `tokenizers` trainer does not emit CLIP's vocabulary layout."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    base = _bytes_to_unicode()
+    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=2 * len(base) + num_merges, end_of_word_suffix="</w>",
+                                  initial_alphabet=base, show_progress=False)
+    tok.train_from_iterator(captions, trainer)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.model.save(tmp)
+        merges = [ln for ln in Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
+                  if ln and not ln.startswith("#")]
+    tokens = base + [c + "</w>" for c in base] + [m.replace(" ", "") for m in merges]
+    tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return hf.clip_tokenizer(str(directory))
+
+
+def _new_model(cfg: ClipPretrainConfig, tokenizer: Any) -> torch.nn.Module:
+    vocab = tokenizer.get_vocab()
+    tower = {"hidden_size": cfg.width, "intermediate_size": 4 * cfg.width, "num_hidden_layers": cfg.layers,
+             "num_attention_heads": cfg.heads}
+    config = {
+        "projection_dim": cfg.projection_dim,
+        "text_config": {**tower, "vocab_size": len(vocab), "max_position_embeddings": cfg.max_text_tokens,
+                        "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
+                        "pad_token_id": vocab["<|endoftext|>"]},
+        "vision_config": {**tower, "image_size": cfg.image_size, "patch_size": cfg.patch_size},
+        **cfg.extra,
+    }
+    return hf.new_clip_model(config)
+
+
+def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConfig | None = None,
+                  progress: bool = True) -> Path:
+    """Train CLIP contrastively on the train split of `dataset`; write a CLIP directory to `out`
+    (loadable as encoder `clip:OUT`). A finished `out` is reused; an unfinished one is started again."""
+    cfg = config or ClipPretrainConfig()
+    out = Path(out)
+    if (out / DONE_MARKER).is_file():
+        log.info("clip pretrain: %s is already trained, reusing it", out)
+        return out
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(dataset)
+    train = data.with_images(data.split("train"))
+    dev = data.with_images(data.split("dev"))
+    if not train:
+        raise FileNotFoundError(f"{dataset}: no train images found; clip pretrain needs a train split with images")
+    captions = [c for r in train for c in r.captions]
+
+    if cfg.init:
+        model, processor, tokenizer = hf.load_clip(cfg.init)
+        if tokenizer is None:
+            raise FileNotFoundError(f"{cfg.init}: no CLIP tokenizer files; cannot adapt it")
+    else:
+        tokenizer = train_clip_tokenizer(captions, cfg.tokenizer_merges, out / "tokenizer")
+        model = _new_model(cfg, tokenizer)
+        processor = hf.new_clip_image_processor(cfg.image_size)
+
+    def pixels(records: list) -> torch.Tensor:  # (N, 3, S, S): every image preprocessed once, not once per epoch
+        return torch.stack([processor(images=load_image(r.image_path), return_tensors="pt")["pixel_values"][0]
+                            for r in records])
+
+    def tokens(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=cfg.max_text_tokens, return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+    train_pixels = pixels(train)
+    dev_pixels = pixels(dev[:256]) if dev else None
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
+                                                 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    write_resolved_config({"dataset": str(dataset), **to_dict(cfg)}, out, "pretrain_config.json")
+    log_path = out / "pretrain_log.jsonl"
+    model.train()
+    bar = tqdm(total=total, desc="clip pretrain", unit="step", disable=not progress)
+    started = time.time()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(train))
+        for start in range(0, len(train), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            ids, mask = tokens([random.choice(train[i].captions) for i in idx.tolist()])
+            loss = hf.clip_contrastive_loss(model, train_pixels[idx], ids, mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+        record = {"epoch": epoch, "train_loss": loss.item(), "time": round(time.time() - started, 1)}
+        if dev_pixels is not None:
+            record["dev_retrieval_top1"] = retrieval_top1(model, tokenizer, dev_pixels, dev[:256], cfg)
+        with log_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    bar.close()
+    model.eval()
+    hf.save_clip(out, model, processor, tokenizer)
+    (out / DONE_MARKER).write_text(json.dumps(record) + "\n", encoding="utf-8")
+    return out
+
+
+@torch.no_grad()
+def retrieval_top1(model: torch.nn.Module, tokenizer: Any, pixel_values: torch.Tensor, records: list,
+                   cfg: ClipPretrainConfig) -> float:
+    """Share of images whose own first caption is the nearest of all captions in the set (image -> text)."""
+    was_training = model.training
+    model.eval()
+    enc = tokenizer([r.captions[0] for r in records], padding=True, truncation=True,
+                    max_length=cfg.max_text_tokens, return_tensors="pt")
+    img = torch.nn.functional.normalize(hf.clip_image_embeds(model, pixel_values), dim=-1)
+    txt = torch.nn.functional.normalize(hf.clip_text_embeds(model, enc["input_ids"], enc["attention_mask"]), dim=-1)
+    hits = (img @ txt.T).argmax(dim=1) == torch.arange(len(records))
+    model.train(was_training)
+    return round(hits.float().mean().item(), 4)
