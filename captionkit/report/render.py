@@ -1,0 +1,181 @@
+"""Build the one-file HTML report comparing runs: metrics, training curves, decoding settings, example captions."""
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import logging
+from html import escape
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Sequence
+
+from captionkit.report.charts import PALETTE, line_chart
+from captionkit.report.runs import RunData, load_references, load_run, unique_names
+
+log = logging.getLogger(__name__)
+
+METRIC_ORDER = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "CLIPScore",
+                "RefCLIPScore", "object_f1"]
+THUMB_PX = 224  # longest side of embedded thumbnails
+
+
+def _asset(name: str) -> str:
+    return resources.files("captionkit.report").joinpath(name).read_text(encoding="utf-8")
+
+
+def thumbnail_data_uri(path: Path, size: int = THUMB_PX) -> str | None:
+    """A JPEG thumbnail as a data: URI (the report embeds its images: one file, works offline)."""
+    from captionkit.data.images import load_image
+    from captionkit.errors import ImageLoadError
+
+    try:
+        image = load_image(path)
+    except (ImageLoadError, OSError) as exc:
+        log.warning("report: image %s skipped (%s)", path, exc)
+        return None
+    image.thumbnail((size, size))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _metric_names(runs: Sequence[RunData]) -> list[str]:
+    names = {m for run in runs for m in run.metrics}
+    return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
+
+
+def metrics_table(runs: Sequence[RunData]) -> str:
+    """Model x metric table; cells carry the exact value in data-value, the best of each column is marked."""
+    names = _metric_names(runs)
+    best = {m: max((r.metrics[m] for r in runs if m in r.metrics), default=None) for m in names}
+    head = "".join(f'<th data-sort="num">{escape(m)}</th>' for m in names)
+    rows = []
+    for run in runs:
+        cells = []
+        for m in names:
+            if m not in run.metrics:
+                cells.append('<td class="na">-</td>')
+                continue
+            v = run.metrics[m]
+            cls = ' class="best"' if len(runs) > 1 and v == best[m] else ""
+            cells.append(f'<td data-metric="{escape(m)}" data-value="{v!r}"{cls}>{v:.4f}</td>')
+        rows.append(f'<tr data-run="{escape(run.name)}"><th scope="row">{escape(run.name)}</th>'
+                    f'<td>{escape(run.model_type)}</td><td class="small">{escape(run.encoder)}</td>'
+                    f'<td>{escape(run.split)}</td><td>{len(run.predictions)}</td>{"".join(cells)}</tr>')
+    return (f'<table id="metrics" class="sortable"><thead><tr><th data-sort="text">model</th><th data-sort="text">'
+            f'type</th><th data-sort="text">encoder</th><th>split</th><th data-sort="num">images</th>{head}</tr>'
+            f'</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def curves_section(runs: Sequence[RunData], colors: dict[str, str]) -> str:
+    """One chart per quantity (train loss, dev loss, each dev metric), every run a line."""
+    quantities = []
+    for run in runs:
+        quantities += [q for q in run.curves if q not in quantities]
+    order = sorted(quantities, key=lambda q: (q != "train_loss", q != "dev_loss", q))
+    charts = []
+    for q in order:
+        series = {run.name: run.curves[q] for run in runs if run.curves.get(q)}
+        title = q.replace("_", " ") if q.endswith("loss") else f"dev {q[4:]}"
+        charts.append(line_chart(series, title, colors=colors))
+    if not charts:
+        return '<p class="note">No training log (log.jsonl) with epoch events in these runs.</p>'
+    return f'<div class="charts">{"".join(charts)}</div>'
+
+
+def decoding_table(runs: Sequence[RunData]) -> str:
+    keys: list[str] = []
+    for run in runs:
+        keys += [k for k in run.decoding if k not in keys]
+    if not keys:
+        return '<p class="note">No decoding.json found.</p>'
+    head = "".join(f"<th>{escape(k)}</th>" for k in keys)
+    rows = "".join(f'<tr><th scope="row">{escape(r.name)}</th>'
+                   + "".join(f"<td>{escape(str(r.decoding.get(k, '-')))}</td>" for k in keys) + "</tr>"
+                   for r in runs)
+    notes = "".join(f'<li>{escape(r.name)}: metrics tokenized with {escape(str(r.scoring.get("tokenizer", "?")))}'
+                    + "".join(f"; {escape(s)}" for s in (r.scoring.get("skipped") or {}).values()) + "</li>"
+                    for r in runs if r.scoring)
+    return (f'<table id="decoding"><thead><tr><th>model</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
+            + (f'<ul class="note">{notes}</ul>' if notes else ""))
+
+
+def _item_cider(run: RunData, image_id: str) -> str:
+    value = run.per_item.get(image_id, {}).get("CIDEr")
+    return "" if value is None else f'<span class="score" title="per-item CIDEr">CIDEr {value:.3f}</span>'
+
+
+def _figure(image_id: str, uri: str | None) -> str:
+    img = (f'<img src="{uri}" alt="{escape(image_id)}" loading="lazy">' if uri
+           else '<div class="noimg">image not available</div>')
+    return f'{img}<div class="imgid">{escape(image_id)}</div>'
+
+
+def _refs(refs: list[str]) -> str:
+    if not refs:
+        return ""
+    return '<details><summary>references</summary><ol class="refs">' + "".join(
+        f"<li>{escape(r)}</li>" for r in refs) + "</ol></details>"
+
+
+def examples_grid(runs: Sequence[RunData], ids: list[str], refs: dict[str, list[str]],
+                  thumbs: dict[str, str | None], colors: dict[str, str]) -> str:
+    cards = []
+    for image_id in ids:
+        captions = "".join(
+            f'<li><span class="swatch" style="background:{colors[r.name]}"></span><b>{escape(r.name)}</b>: '
+            f'{escape(r.predictions.get(image_id, "-"))} {_item_cider(r, image_id)}</li>' for r in runs)
+        cards.append(f'<div class="card" data-image="{escape(image_id)}">{_figure(image_id, thumbs.get(image_id))}'
+                     f'<ul class="captions">{captions}</ul>{_refs(refs.get(image_id, []))}</div>')
+    return f'<div class="grid">{"".join(cards)}</div>'
+
+
+def best_worst(run: RunData, k: int) -> tuple[list[str], list[str]]:
+    """Image ids of the run's k best and k worst per-item CIDEr (ties broken by id, so the report is stable)."""
+    scored = sorted(((v["CIDEr"], i) for i, v in run.per_item.items() if "CIDEr" in v and i in run.predictions),
+                    key=lambda t: (-t[0], t[1]))
+    worst = sorted(scored, key=lambda t: (t[0], t[1]))[:k]
+    return [i for _, i in scored[:k]], [i for _, i in worst]
+
+
+def build_report(run_dirs: Sequence[str | Path], out: str | Path, split: str | None = None, examples: int = 12,
+                 extremes: int = 3, title: str = "captionkit report") -> Path:
+    """Write one self-contained HTML page comparing the runs in `run_dirs` (their eval/<split>/ results)."""
+    runs = [load_run(d, split) for d in run_dirs]
+    unique_names(runs)
+    colors = {run.name: PALETTE[i % len(PALETTE)] for i, run in enumerate(runs)}
+    refs, image_paths, note = load_references(runs)
+    common = sorted(set.intersection(*(set(r.predictions) for r in runs))) if runs else []
+    step = max(len(common) // examples, 1) if examples else 1
+    grid_ids = common[::step][:examples]  # spread over the sorted ids instead of the first few
+    extremes_ids = {run.name: best_worst(run, extremes) for run in runs}
+    wanted = set(grid_ids) | {i for b, w in extremes_ids.values() for i in b + w}
+    thumbs = {i: thumbnail_data_uri(image_paths[i]) for i in sorted(wanted) if i in image_paths}
+    sections = [
+        ("metrics", "Metrics", metrics_table(runs)
+         + '<p class="note">Click a column header to sort. Corpus scores from eval/&lt;split&gt;/metrics.json '
+           "(pycocoevalcap protocol); the best of each column is bold.</p>"),
+        ("curves", "Training curves", curves_section(runs, colors)),
+        ("decoding", "Decoding settings", decoding_table(runs)),
+        ("examples", "Examples", (f'<p class="note">{escape(note)}</p>' if note else "")
+         + examples_grid(runs, grid_ids, refs, thumbs, colors)),
+    ]
+    for run in runs:
+        best, worst = extremes_ids[run.name]
+        if best:
+            body = (f"<h3>Best {len(best)}</h3>" + examples_grid([run], best, refs, thumbs, colors)
+                    + f"<h3>Worst {len(worst)}</h3>" + examples_grid([run], worst, refs, thumbs, colors))
+            sections.append((f"extremes-{len(sections)}", f"Best and worst: {run.name}", body))
+    nav = "".join(f'<a href="#{sid}">{escape(head)}</a>' for sid, head, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{escape(head)}</h2>{html}</section>' for sid, head, html in sections)
+    page = Template(_asset("template.html")).substitute(
+        title=escape(title), css=_asset("report.css"), js=_asset("report.js"), nav=nav, body=body,
+        generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        runs=escape(", ".join(str(Path(d)) for d in run_dirs)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+

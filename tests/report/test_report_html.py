@@ -1,0 +1,103 @@
+"""The HTML report: rendered in headless Chromium, no console errors, table numbers == metrics.json."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from captionkit.cli import main
+from captionkit.report.charts import line_chart, nice_ticks
+from captionkit.report.runs import read_curves
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture()
+def report(runs, tmp_path) -> tuple[Path, list[Path]]:
+    dirs, _ = runs
+    out = tmp_path / "out" / "report.html"
+    assert main(["report", *map(str, dirs), "--out", str(out), "--examples", "4", "--extremes", "2"]) == 0
+    return out, dirs
+
+
+@pytest.fixture()
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser test cannot run")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_report_renders_in_chromium_with_the_metrics_json_numbers(report, browser, tmp_path):
+    html, dirs = report
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto(html.as_uri())
+    page.wait_for_load_state("load")
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert errors == []
+    assert all(url.startswith(("file:", "data:")) for url in requests)  # self-contained: nothing fetched
+    for run in dirs:
+        expected = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+        cells = page.locator(f'#metrics tr[data-run="{run.name}"] td[data-metric]')
+        shown = {cells.nth(i).get_attribute("data-metric"): (cells.nth(i).get_attribute("data-value"),
+                                                             cells.nth(i).inner_text())
+                 for i in range(cells.count())}
+        assert set(shown) == set(expected)
+        for metric, value in expected.items():
+            raw, text = shown[metric]
+            assert float(raw) == value and text == f"{value:.4f}"
+    assert page.locator("svg.chart").count() == 4  # train loss, dev loss, dev Bleu_4, dev CIDEr
+    loaded = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)")
+    assert loaded and all(loaded)
+    assert page.locator("#examples .card").count() == 4
+    assert "run_b says <b>dog</b> 0" in page.locator("#examples").inner_text()  # captions are escaped text
+    first = page.locator("#metrics tbody tr").first
+    page.locator("#metrics th", has_text="CIDEr").click()  # sortable: descending CIDEr puts run_b first
+    assert first.get_attribute("data-run") == "run_b"
+    page.close()
+
+
+def test_report_sections_and_examples(report, runs):
+    html, _ = report
+    text = html.read_text()
+    for part in ("Metrics", "Training curves", "Decoding settings", "Examples", "Best and worst: run_a",
+                 "Best and worst: run_b", "reference 0 of image 0", "ptb-java", "CIDEr 1.550"):
+        assert part in text
+    assert "<b>dog</b>" not in text and "&lt;b&gt;dog&lt;/b&gt;" in text
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # no CDN or remote asset
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "empty_run").mkdir()
+    assert main(["report", str(tmp_path / "empty_run"), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "no eval/<split>/metrics.json" in err and err.count("\n") == 1
+
+
+def test_curves_from_log_jsonl(runs):
+    dirs, _ = runs
+    curves = read_curves(dirs[0] / "log.jsonl")
+    assert curves["train_loss"] == [(1.0, 3.95), (2.0, 1.95), (3.0, pytest.approx(4 / 3 - 0.05))]
+    assert curves["dev_CIDEr"] == [(1.0, 0.2), (2.0, 0.4), (3.0, pytest.approx(0.6))]
+    assert set(curves) == {"train_loss", "dev_loss", "dev_CIDEr", "dev_Bleu_4"}
+
+
+def test_chart_helpers():
+    assert nice_ticks(0.13, 0.87) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(1, 1) == [1.0, 1.5, 2.0] or nice_ticks(1, 1)[0] <= 1
+    svg = line_chart({"a": [(1, 0.5), (2, 0.7)], "b": [(1, 0.4)]}, "dev CIDEr")
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2 and "dev CIDEr" in svg
+    assert line_chart({}, "empty") == ""
