@@ -1,0 +1,127 @@
+"""The Python API: a loaded model directory that captions images (paths or PIL images) or encoder feature tensors."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import torch
+from PIL import Image
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from captionkit.config import ConfigError
+from captionkit.decoding import DecodingConfig, generate
+from captionkit.models.base import CaptionModel, TextTokenizer
+from captionkit.models.encoders import ImageEncoder, load_encoder
+
+ImageInput = Union[str, "os.PathLike[str]", Image.Image]
+
+
+def default_device() -> torch.device:
+    """The first GPU torch sees (whichever CUDA_VISIBLE_DEVICES selects) or the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Captioner:
+    """A captioning model with its tokenizer, image encoder and default decoding settings.
+
+    `caption(images)` runs the whole chain in batches: load -> preprocess -> encode -> generate -> decode.
+    `encode(images)` gives what the model reads as features: the encoder's outputs, or for a model that owns its
+    encoder (`input_kind == "pixels"`) the preprocessed pixels. `generate(features)` and `decode(ids)` are the
+    last two steps on their own, e.g. for features from a cache.
+    """
+
+    def __init__(self, model: CaptionModel, tokenizer: TextTokenizer, encoder: ImageEncoder | str | None = None,
+                 config: dict[str, Any] | None = None, device: str | torch.device | None = None,
+                 decoding: DecodingConfig | None = None) -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.config = config or {}  # the model directory's config.json
+        self.decoding = decoding or DecodingConfig()  # defaults that per-call options override
+        self._encoder = encoder  # a spec string until first needed
+
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None,
+                 **options: Any) -> "Captioner":
+        """Load a model directory (config.json + model.safetensors + tokenizer files).
+
+        Options: `encoder`, an ImageEncoder or spec "KIND:SOURCE" used instead of the one config.json names (e.g.
+        a local CLIP directory where the stored hub id cannot be reached); any DecodingConfig field, as this
+        captioner's decoding defaults (`captionkit.load(dir, num_beams=5)`).
+        """
+        from captionkit.models.model_dir import load_model_dir
+
+        encoder = options.pop("encoder", None)
+        decoding = DecodingConfig().replace(**options)
+        device = torch.device(device) if device is not None else default_device()
+        loaded = load_model_dir(model_dir, device=device)
+        return cls(loaded.model, loaded.tokenizer, encoder if encoder is not None else loaded.encoder,
+                   loaded.config, device, decoding)
+
+    @property
+    def input_kind(self) -> str:
+        return getattr(self.model, "input_kind", "features")
+
+    @property
+    def encoder(self) -> ImageEncoder:
+        """The image encoder; built on first use, so decoding feature tensors never loads (or downloads) it."""
+        if self.input_kind == "pixels":
+            return self.model.image_encoder  # the model fine-tunes its own encoder
+        if self._encoder is None:
+            raise ConfigError("this model directory names no image encoder (config.json 'encoder' is null); pass "
+                              "encoder='KIND:SOURCE' to captionkit.load, or caption feature tensors with generate()")
+        if isinstance(self._encoder, str):
+            self._encoder = load_encoder(self._encoder).to(self.device)
+        return self._encoder
+
+    def encode(self, images: Sequence[ImageInput]) -> Tensor:
+        """Images (paths or PIL) -> (B, *feature_shape) model inputs on the captioner's device."""
+        encoder = self.encoder
+        pixels = torch.stack([encoder.preprocess(_load(image)) for image in images]).to(self.device)
+        if self.input_kind == "pixels":
+            return pixels
+        with torch.inference_mode():
+            return encoder(pixels).float()
+
+    def generate(self, features: Tensor, num_beams: int | None = None, max_new_tokens: int | None = None,
+                 eos_token_id: int | None = None, **decoding: Any) -> list[list[int]]:
+        """Caption ids (without EOS) for (B, *feature_shape) features; unset options keep this captioner's defaults.
+
+        `eos_token_id` defaults to the tokenizer's; a negative id disables stopping (fixed-length output).
+        """
+        given = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
+        config = self.decoding.replace(**{k: v for k, v in given.items() if v is not None}, **decoding)
+        eos = self.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+        return generate(self.model, features.to(self.device), eos, config)
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return [self.tokenizer.decode(list(row)).strip() for row in ids]
+
+    def caption(self, images_or_paths: ImageInput | Sequence[ImageInput], batch_size: int = 16,
+                progress: bool = False, **decoding: Any) -> list[str]:
+        """One caption per image (a path, a PIL image, or a list of them), decoded as `decoding` says."""
+        items = [images_or_paths] if isinstance(images_or_paths, (str, os.PathLike, Image.Image)) \
+            else list(images_or_paths)
+        if batch_size < 1:
+            raise ConfigError(f"caption: batch_size must be >= 1, got {batch_size}")
+        self.decoding.replace(**decoding)  # a bad option fails before any image is loaded
+        captions: list[str] = []
+        with tqdm(total=len(items), disable=not progress, unit="img", desc="captioning") as bar:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                captions.extend(self.decode(self.generate(self.encode(chunk), **decoding)))
+                bar.update(len(chunk))
+        return captions
+
+
+def _load(image: ImageInput) -> Image.Image:
+    """A path is decoded safely (ImageLoadError naming the file); a PIL image is used as RGB."""
+    from captionkit.data.images import load_image
+
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(Path(image))
+    raise TypeError(f"expected an image path or a PIL image, got {type(image).__name__}")
