@@ -1,0 +1,87 @@
+"""`captionkit caption MODEL_DIR PATH...`: caption image files, folders and globs."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from captionkit.cli.common import add_decoding_arguments, decoding_overrides
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("caption", help="caption images (files, folders, globs)",
+                       description="Caption images. Prints `path<TAB>caption` or writes JSONL/CSV with --out.")
+    p.add_argument("model_dir", help="a captionkit model directory (e.g. RUN_DIR/model)")
+    p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", help="write results to FILE.jsonl or FILE.csv instead of printing")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--keep-going", action="store_true", help="exit 0 even if some images could not be read")
+    p.add_argument("--attention", metavar="OUT.png",
+                   help="attention models: write the image with one heat-map panel per word (one image only)")
+    add_decoding_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import captionkit
+    from captionkit.config import to_dict
+    from captionkit.decoding import DecodingConfig
+    from captionkit.batch_caption import caption_files, expand_image_paths
+
+    paths = expand_image_paths(args.paths)
+    captioner = captionkit.load(args.model_dir, device=args.device)
+    decoding = decoding_overrides(args)
+    if args.attention:
+        return _write_attention(captioner, paths, args.attention, decoding)
+    settings = to_dict(DecodingConfig(**decoding))
+    rows, failed = [], 0
+    bar = tqdm(total=len(paths), unit="img", desc="captioning", file=sys.stderr, disable=len(paths) < 2)
+    for result in caption_files(captioner, paths, batch_size=args.batch_size, **decoding):
+        bar.update(1)
+        if result.error:
+            failed += 1
+            tqdm.write(f"warning: skipped {result.error}", file=sys.stderr)
+            continue
+        rows.append({"path": str(result.path), "caption": result.caption})
+        if not args.out:
+            tqdm.write(f"{result.path}\t{result.caption}")
+    bar.close()
+    if args.out:
+        _write_rows(Path(args.out), rows, model=str(args.model_dir), settings=settings)
+    print(f"captioned {len(rows)} of {len(paths)} images, {failed} failed"
+          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+    return 1 if failed and not args.keep_going else 0
+
+
+def _write_rows(out: Path, rows: list[dict], model: str, settings: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    decoding = json.dumps(settings, sort_keys=True)
+    full = [{**row, "model": model, "decoding": decoding} for row in rows]
+    if out.suffix.lower() == ".csv":
+        with out.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "caption", "model", "decoding"])
+            writer.writeheader()
+            writer.writerows(full)
+    else:
+        with out.open("w", encoding="utf-8") as f:
+            for row in full:
+                f.write(json.dumps({**row, "decoding": settings}) + "\n")
+
+
+def _write_attention(captioner, paths: list[Path], out: str, decoding: dict) -> int:
+    from captionkit.attention_maps import caption_with_attention, render_attention_map
+    from captionkit.data.images import load_image
+
+    if len(paths) != 1:
+        raise FileNotFoundError(f"--attention takes exactly one image, got {len(paths)}")
+    image = load_image(paths[0])
+    words, weights = caption_with_attention(captioner, image, **decoding)
+    render_attention_map(image, words, weights, out)
+    print(f"{paths[0]}\t{' '.join(words)}")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,29 @@
+"""Options shared by several commands (decoding settings), so each is defined once."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("decoding")
+    g.add_argument("--num-beams", type=int, default=None, help="beam size (1 = greedy; default 1)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="longest caption in tokens (default 30)")
+    g.add_argument("--min-new-tokens", type=int, default=None, help="EOS is not allowed before this many tokens")
+    g.add_argument("--length-penalty", type=float, default=None, help="beam score = logprob / length**penalty")
+    g.add_argument("--beam-scoring", choices=["default", "clipcap"], default=None,
+                   help="'clipcap' reproduces the original ClipCap beam search ranking")
+    g.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy/beam")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=None, help="seed for sampling")
+
+
+DECODING_OPTIONS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "beam_scoring", "do_sample",
+                    "temperature", "top_k", "top_p", "seed")
+
+
+def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the decoding options the user actually gave (the rest keep DecodingConfig's defaults)."""
+    return {k: getattr(args, k) for k in DECODING_OPTIONS if getattr(args, k, None) is not None}
