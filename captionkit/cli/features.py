@@ -1,0 +1,93 @@
+"""`captionkit features extract | info`: build an image-feature cache once per dataset and encoder, inspect one."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="extract and inspect image-feature caches")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    ex = verbs.add_parser(
+        "extract", help="encode every image of a dataset once into a feature cache",
+        description="Encode each distinct image once (batched, decoded in DataLoader workers) into safetensors "
+                    "shards + index.json + manifest.json. Re-running the same command resumes an interrupted run.")
+    ex.add_argument("--dataset", required=True, help="dataset path (Flickr8k folder, captions.txt, Karpathy JSON, ...)")
+    ex.add_argument("--format", default="auto", help="dataset format (default: detected)")
+    ex.add_argument("--encoder", required=True,
+                    help="KIND:SOURCE, e.g. clip:openai/clip-vit-base-patch32, clip:DIR, vgg16:fc2@imagenet, "
+                         "vgg16:conv5_3@/path/vgg16-397923af.pth (no @: random weights)")
+    ex.add_argument("--out", required=True, help="cache directory (new, empty, or a cache to resume)")
+    ex.add_argument("--split", default="all", choices=["train", "dev", "val", "test", "all"],
+                    help="images of this split only (default: all)")
+    ex.add_argument("--batch-size", type=int, default=32)
+    ex.add_argument("--workers", type=int, default=None,
+                    help="DataLoader processes decoding images (0: in-process; default: CPUs - 1, at most 4, which "
+                         "leaves the encoder a core: see benchmarks/results/features.md)")
+    ex.add_argument("--shard-size", type=int, default=1024, help="images per shard (the unit of resumption)")
+    ex.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                    help="stored precision (float16 halves the size; reads return float32)")
+    ex.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.set_defaults(func=run_extract)
+    info = verbs.add_parser("info", help="describe a feature cache")
+    info.add_argument("dir", help="cache directory")
+    info.add_argument("--json", action="store_true", help="print the manifest (failed images counted) as JSON")
+    info.set_defaults(func=run_info)
+    p.set_defaults(func=lambda a: p.print_help())
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    import torch
+
+    from captionkit.data.features import dataset_fingerprint, extract_features
+    from captionkit.data.formats import load_dataset
+    from captionkit.data.records import DatasetError
+    from captionkit.models.encoders import load_encoder
+
+    dataset = load_dataset(args.dataset, format=args.format)
+    records = dataset.split(args.split)
+    if not records:
+        raise DatasetError(f"{args.dataset}: no images in split {args.split!r}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = load_encoder(args.encoder).to(device)
+    # The fingerprint covers the whole dataset, so caches of different splits of one dataset share it.
+    workers = args.workers if args.workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
+    cache = extract_features(records, encoder, args.out, batch_size=args.batch_size, num_workers=workers,
+                             shard_size=args.shard_size, dataset_fingerprint=dataset_fingerprint(dataset.records),
+                             dtype=args.dtype, progress=not args.no_progress)
+    wanted = {r.image_id for r in records}
+    failed = len(wanted & set(cache.failed))
+    print(f"{args.out}: {len(wanted) - failed} of {len(wanted)} images of split {args.split!r} encoded with "
+          f"{cache.encoder_spec} -> {cache.feature_shape} {cache.manifest['dtype']}"
+          + (f"; {failed} unreadable or missing (see `captionkit features info {args.out}`)" if failed else ""))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from captionkit.data.features import FeatureCache
+
+    cache = FeatureCache.open(args.dir)
+    m = cache.manifest
+    size = sum(f.stat().st_size for f in Path(args.dir).glob("shard-*.safetensors"))
+    if args.json:
+        print(json.dumps({**m, "failed": len(m["failed"]), "size_bytes": size}, indent=2))
+        return 0
+    enc = m["encoder"]
+    rows = [
+        ("encoder", enc["spec"] + (f"  (weights: {enc['weights']})" if "weights" in enc else "")),
+        ("features", f"{tuple(m['feature_shape'])} {m['dtype']}" + (f"  {enc['layout']}" if "layout" in enc else "")),
+        ("images", f"{len(cache)} in {len(m['shards'])} shards, {size / 2**20:.1f} MiB"
+                   + ("" if m["complete"] else "  (INCOMPLETE: re-run extract to resume)")),
+        ("failed", str(len(m["failed"])) + "".join(f"\n{'':16}{k}: {v}" for k, v in list(m["failed"].items())[:5])),
+        ("fingerprint", m["dataset_fingerprint"]),
+        ("created", f"{m['created']} by captionkit {m['captionkit_version']}"),
+    ]
+    if "preprocessing" in enc:
+        rows.insert(2, ("preprocessing", json.dumps(enc["preprocessing"])))
+    print(f"feature cache {args.dir}")
+    for name, value in rows:
+        print(f"  {name:<14}{value}")
+    return 0
