@@ -124,12 +124,10 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
         processor = hf.new_clip_image_processor(cfg.image_size)
 
     def pixels(records: list) -> torch.Tensor:  # (N, 3, S, S): every image preprocessed once, not once per epoch
-        return torch.stack([processor(images=load_image(r.image_path), return_tensors="pt")["pixel_values"][0]
-                            for r in records])
+        return torch.stack([hf.clip_preprocess(processor, load_image(r.image_path)) for r in records])
 
     def tokens(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = tokenizer(texts, padding=True, truncation=True, max_length=cfg.max_text_tokens, return_tensors="pt")
-        return enc["input_ids"], enc["attention_mask"]
+        return hf.clip_tokenize(tokenizer, texts, cfg.max_text_tokens)
 
     train_pixels = pixels(train)
     dev_pixels = pixels(dev[:256]) if dev else None
@@ -174,10 +172,9 @@ def retrieval_top1(model: torch.nn.Module, tokenizer: Any, pixel_values: torch.T
     """Share of images whose own first caption is the nearest of all captions in the set (image -> text)."""
     was_training = model.training
     model.eval()
-    enc = tokenizer([r.captions[0] for r in records], padding=True, truncation=True,
-                    max_length=cfg.max_text_tokens, return_tensors="pt")
+    ids, mask = hf.clip_tokenize(tokenizer, [r.captions[0] for r in records], cfg.max_text_tokens)
     img = torch.nn.functional.normalize(hf.clip_image_embeds(model, pixel_values), dim=-1)
-    txt = torch.nn.functional.normalize(hf.clip_text_embeds(model, enc["input_ids"], enc["attention_mask"]), dim=-1)
+    txt = torch.nn.functional.normalize(hf.clip_text_embeds(model, ids, mask), dim=-1)
     hits = (img @ txt.T).argmax(dim=1) == torch.arange(len(records))
     model.train(was_training)
     return round(hits.float().mean().item(), 4)

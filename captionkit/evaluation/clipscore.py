@@ -56,10 +56,8 @@ class CLIPScorer:
         out = []
         for i in range(0, len(captions), self.batch_size):
             texts = [f"{PREFIX} {c}" for c in captions[i:i + self.batch_size]]
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                                 return_tensors="pt")
-            out.append(hf.clip_text_embeds(self.model, enc["input_ids"].to(self.device),
-                                           enc["attention_mask"].to(self.device)).float())
+            ids, mask = hf.clip_tokenize(self.tokenizer, texts, self.max_tokens)
+            out.append(hf.clip_text_embeds(self.model, ids.to(self.device), mask.to(self.device)).float())
         return torch.nn.functional.normalize(torch.cat(out), dim=-1) if out else torch.empty(0)
 
 

@@ -303,6 +303,17 @@ def save_clip(directory: str | Path, model: nn.Module, image_processor: Any, tok
     return directory
 
 
+def clip_tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[Tensor, Tensor]:
+    """Texts -> (input_ids, attention_mask), both (B, L), padded to the longest and cut at `max_length`."""
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def clip_preprocess(image_processor: Any, image: Image.Image) -> Tensor:
+    """RGB PIL image -> (3, H, W) float pixels (resize, centre crop, CLIP normalisation)."""
+    return image_processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+
+
 def _embeds(output: Any) -> Tensor:
     """transformers 5 returns an output object from get_*_features (the projection in `.pooler_output`); 4.x a tensor."""
     return output if isinstance(output, Tensor) else output.pooler_output
@@ -337,7 +348,7 @@ class CLIPImageEncoder(ImageEncoder):
 
     def preprocess(self, image: Image.Image) -> Tensor:
         """RGB PIL image -> (3, H, W) float pixels (resize, centre crop, CLIP normalisation)."""
-        return self.image_processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+        return clip_preprocess(self.image_processor, image)
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         return clip_image_embeds(self.model, pixel_values).float()
@@ -353,3 +364,9 @@ def clip_encoder(source: str, **options: Any) -> CLIPImageEncoder:
         raise ConfigError(f"clip encoder: unknown option(s) {sorted(options)}")
     model, processor, _ = load_clip(source, tokenizer=None)
     return CLIPImageEncoder(source, model, processor)
+
+
+def save_gpt2(directory: str | Path, model: nn.Module) -> Path:
+    """Write a GPT-2 LM in the save_pretrained layout (loadable by `load_gpt2(directory)`, like a hub id)."""
+    model.save_pretrained(str(directory))
+    return Path(directory)

@@ -22,6 +22,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many updates even if epochs remain
     batch_size: int = 32  # per process; global batch = batch_size * processes * grad_accum_steps
     lr: float = 2e-5
+    encoder_lr: float | None = None  # learning rate of an end-to-end fine-tuned image encoder; None: lr
     warmup_steps: int = 0
     warmup_ratio: float = 0.0  # used when warmup_steps is 0: a fraction of all updates
     schedule: str = "linear"  # decay after warm-up: linear to 0, cosine to 0, or constant

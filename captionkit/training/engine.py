@@ -62,13 +62,24 @@ def build_model_and_tokenizer(model_data: dict[str, Any], train_captions: list[s
     return build_model({"type": cls.model_type, **to_dict(config)}), tokenizer
 
 
-def param_groups(model: CaptionModel, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters only (frozen ones get no optimizer state); no weight decay on biases and norm scales."""
-    params = model.trainable_parameters()
-    if not params:
+ENCODER_PREFIX = "image_encoder."  # parameters of an encoder a model fine-tunes end to end (input_kind "pixels")
+
+
+def param_groups(model: CaptionModel, weight_decay: float, lr: float,
+                 encoder_lr: float | None = None) -> list[dict[str, Any]]:
+    """Trainable parameters only (frozen ones get no optimizer state); no weight decay on biases and norm scales;
+    a fine-tuned image encoder at `encoder_lr` when given (a pretrained encoder wants smaller steps than a new
+    decoder: Show-Attend-Tell fine-tunes VGG at 1e-4 beside a 4e-4 decoder)."""
+    trainable = {id(p) for p in model.trainable_parameters()}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in trainable]
+    if not named:
         raise ValueError(f"model {model.model_type!r} has no trainable parameters: nothing to train")
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = []
+    for in_encoder, group_lr in ((False, lr), (True, encoder_lr or lr)):
+        part = [p for n, p in named if n.startswith(ENCODER_PREFIX) == in_encoder]
+        groups += [{"params": [p for p in part if p.dim() >= 2], "weight_decay": weight_decay, "lr": group_lr},
+                   {"params": [p for p in part if p.dim() < 2], "weight_decay": 0.0, "lr": group_lr}]
+    return [g for g in groups if g["params"]]
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
@@ -199,7 +210,8 @@ class _Trainer:
         pairs = PairDataset(caption_pairs(train_records, self.tokenizer, tc.max_caption_tokens), source)
         loader, sampler, generator = train_loader(pairs, tc.batch_size, tc.seed, tc.num_workers,
                                                   self.tokenizer.pad_token_id, tc.captions_per_image)
-        optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tuple(tc.adam_betas))
+        optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.lr, tc.encoder_lr), lr=tc.lr,
+                                      betas=tuple(tc.adam_betas))
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         steps_per_epoch = math.ceil(len(loader) / tc.grad_accum_steps)
         total_steps = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps,

@@ -26,3 +26,22 @@ def test_captions_per_image_visits_each_image_n_times_with_changing_captions():
         assert Counter(pairs[i][0] for i in order) == Counter({f"img{k}": 2 for k in range(8)})
         seen.append(frozenset(order))
     assert len(set(seen)) > 1  # other captions are drawn in other epochs
+
+
+def test_encoder_lr_puts_a_fine_tuned_encoder_in_its_own_groups():
+    from captionkit.models.base import build_model
+    from captionkit.registry import get_preset
+    from captionkit.training.engine import param_groups
+
+    model_data = {**get_preset("tiny-show-tell-merge")["model"], "vocab_size": 20}
+    model = build_model(model_data)
+    groups = param_groups(model, weight_decay=0.1, lr=1e-3, encoder_lr=1e-4)
+    encoder = {id(p) for p in model.image_encoder.parameters() if p.requires_grad}
+    assert encoder
+    for group in groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= encoder or not ids & encoder  # never mixed
+        assert group["lr"] == (1e-4 if ids <= encoder else 1e-3)
+        assert group["weight_decay"] == (0.1 if group["params"][0].dim() >= 2 else 0.0)
+    assert sum(len(g["params"]) for g in groups) == len(model.trainable_parameters())
+    assert {g["lr"] for g in param_groups(model, 0.0, 1e-3)} == {1e-3}

@@ -1,0 +1,192 @@
+"""The main job on the built-in demo data: make data, pretrain the encoders, train both model families, evaluate,
+compare with a blind baseline, write the report. Every step reuses its finished output when run again."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from captionkit.clip_pretrain import ClipPretrainConfig
+from captionkit.config import to_dict, write_resolved_config
+
+log = logging.getLogger(__name__)
+
+# Demo presets in training order, each with the --set overrides that point it at what earlier steps made:
+# {clip} = the CLIP pretrained contrastively on the demo data; {vgg} = the VGG-style encoder the merge model trains
+# end to end from pixels (exported after it); {gpt2} = the GPT-2 the MLP run fine-tunes, frozen in the transformer
+# run the way ClipCap freezes pretrained GPT-2.
+DEMO_MODELS: dict[str, list[str]] = {
+    "demo-show-tell-merge": [],
+    "demo-show-attend-tell": ["encoder=vgg16-small:conv5_3@{vgg}"],
+    "demo-clipcap-mlp": ["encoder=clip:{clip}"],
+    "demo-clipcap-transformer": ["encoder=clip:{clip}", "model.gpt2={gpt2}", "model.tokenizer={gpt2}"],
+}
+NEEDS = {"{vgg}": "demo-show-tell-merge", "{gpt2}": "demo-clipcap-mlp"}
+
+
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"
+    images: int = 1500  # synthetic images; 80/10/10 train/dev/test
+    size: int = 128  # image side in pixels
+    seed: int = 0
+    models: list[str] = field(default_factory=lambda: list(DEMO_MODELS))
+    # 96 px images in 32 px patches: one patch per cell of the synthetic scenes' 3x3 grid, and 10 tokens per image
+    clip: ClipPretrainConfig = field(default_factory=lambda: ClipPretrainConfig(image_size=96, patch_size=32))
+    split: str = "test"
+    decoding: dict[str, Any] = field(default_factory=dict)  # captionkit.decoding.DecodingConfig fields
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # preset name -> ["train.epochs=1", ...]
+
+
+class Steps:
+    """Runs named steps once: a finished step leaves a marker file and is skipped when the demo runs again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / ".steps"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, fn: Callable[[], Any], key: Any = None) -> None:
+        marker = self.root / f"{name}.json"
+        stamp = json.dumps(key, sort_keys=True, default=str)
+        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("key") == stamp:
+            log.info("[demo] %s: done before, reusing it", name)
+            return
+        log.info("[demo] %s ...", name)
+        started = time.time()
+        fn()
+        seconds = round(time.time() - started, 1)
+        marker.write_text(json.dumps({"key": stamp, "seconds": seconds}) + "\n", encoding="utf-8")
+        log.info("[demo] %s: %.1f s", name, seconds)
+
+
+def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
+    """Run every step; returns the content written to OUT/metrics.json."""
+    cfg = config or DemoConfig()
+    out = Path(cfg.out)
+    steps = Steps(out)
+    write_resolved_config(cfg, out, "demo_config.json")
+    data = out / "data"
+    steps.run("data", lambda: _make_data(data, cfg), key=[cfg.images, cfg.size, cfg.seed])
+    made = {"{clip}": (out / "clip").resolve(), "{vgg}": (out / "vgg16-small.pth").resolve(),
+            "{gpt2}": (out / "gpt2").resolve()}
+    models = _ordered(cfg.models)
+    if any("{clip}" in o for m in models for o in DEMO_MODELS[m]):
+        from captionkit.clip_pretrain import pretrain_clip
+
+        steps.run("clip-pretrain", lambda: pretrain_clip(data, made["{clip}"], cfg.clip), key=to_dict(cfg.clip))
+    for name in models:
+        run_dir = out / name
+        overrides = [_fill(o, made) for o in DEMO_MODELS[name]] + list(cfg.overrides.get(name, []))
+        steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=overrides)
+        if name == NEEDS["{vgg}"]:
+            steps.run("export-vgg", lambda: _export_vgg(run_dir, made["{vgg}"]))
+        if name == NEEDS["{gpt2}"]:
+            steps.run("export-gpt2", lambda: _export_gpt2(run_dir, made["{gpt2}"]))
+        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg), key=[cfg.split, cfg.decoding])
+    results = _collect(out, data, cfg)
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    _report(out, cfg)
+    return results
+
+
+def _fill(override: str, made: dict[str, Path]) -> str:
+    for placeholder, path in made.items():
+        override = override.replace(placeholder, str(path))
+    return override
+
+
+def _ordered(models: list[str]) -> list[str]:
+    """The asked-for models plus the runs they build on, in DEMO_MODELS order."""
+    unknown = [m for m in models if m not in DEMO_MODELS]
+    if unknown:
+        from captionkit.registry import UnknownNameError
+        raise UnknownNameError(f"unknown demo model(s) {unknown}; valid: {', '.join(DEMO_MODELS)}")
+    wanted = set(models) | {NEEDS[p] for m in models for p in NEEDS if any(p in o for o in DEMO_MODELS[m])}
+    return [m for m in DEMO_MODELS if m in wanted]
+
+
+def _make_data(data: Path, cfg: DemoConfig) -> None:
+    from captionkit.data.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(data, images=cfg.images, seed=cfg.seed, size=cfg.size)
+
+
+def _train(preset: str, data: Path, run_dir: Path, overrides: list[str]) -> None:
+    from captionkit.training import load_run_config, train
+
+    config = load_run_config(preset=preset, overrides=overrides, dataset=str(data), out=str(run_dir))
+    train(config, resume=True)  # resumes an interrupted demo run; starts fresh when there is no checkpoint
+
+
+def _export_vgg(run_dir: Path, path: Path) -> None:
+    """Save the merge model's end-to-end trained VGG-style encoder in torchvision's key layout, so the attention
+    model can read its conv5_3 grid as a frozen, cached encoder (`vgg16-small:conv5_3@PATH`)."""
+    import torch
+
+    from captionkit.models.model_dir import load_model_dir
+    from captionkit.models.vgg import VARIANTS, VGG16
+
+    encoder = load_model_dir(run_dir / "model").model.image_encoder
+    network = VGG16(VARIANTS["vgg16-small"])  # the full layout; its last (class logits) layer is never read
+    network.load_state_dict(encoder.state_dict(), strict=False)
+    torch.save(network.state_dict(), path)
+
+
+def _export_gpt2(run_dir: Path, out: Path) -> None:
+    """Save the MLP run's fine-tuned GPT-2 and tokenizer as a GPT-2 directory (the demo's "pretrained GPT-2")."""
+    from captionkit.models import hf
+    from captionkit.models.model_dir import load_model_dir
+
+    loaded = load_model_dir(run_dir / "model")
+    hf.save_gpt2(out, loaded.model.gpt)
+    loaded.tokenizer.save_pretrained(str(out))
+
+
+def _evaluate(run_dir: Path, data: Path, cfg: DemoConfig) -> None:
+    from captionkit.evaluation.evaluate import evaluate_model
+
+    evaluate_model(run_dir / "model", data, cfg.split, cfg.decoding, progress=True)
+
+
+def blind_baseline(data: Path, split: str) -> dict[str, float]:
+    """Every test image gets the most frequent training caption: what a model that ignores the image can score."""
+    from captionkit.data.formats import load_dataset
+    from captionkit.evaluation.metrics import score
+    from captionkit.evaluation.object_f1 import load_scenes
+
+    dataset = load_dataset(data)
+    counts = Counter(c for r in dataset.split("train") for c in r.captions)
+    caption = counts.most_common(1)[0][0]
+    records = dataset.split(split)
+    scenes = load_scenes(data)
+    result = score({r.image_id: list(r.captions) for r in records}, {r.image_id: caption for r in records},
+                   scenes={r.image_id: scenes[r.image_id] for r in records})
+    return {**result.corpus, "caption": caption}
+
+
+def _collect(out: Path, data: Path, cfg: DemoConfig) -> dict[str, Any]:
+    models = {}
+    for name in cfg.models:
+        path = out / name / "eval" / cfg.split / "metrics.json"
+        models[name] = json.loads(path.read_text(encoding="utf-8"))
+    return {"split": cfg.split, "models": models, "baselines": {"blind": blind_baseline(data, cfg.split)}}
+
+
+def _report(out: Path, cfg: DemoConfig) -> None:
+    from captionkit.report import build_report
+
+    build_report([out / name for name in cfg.models], out / "report.html")
+
+
+def format_table(results: dict[str, Any], columns: tuple[str, ...] = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
+                                                                      "object_f1")) -> str:
+    """Markdown table of the demo's models and baselines."""
+    rows = [("model", *columns), ("---", *("---:" for _ in columns))]
+    entries = {**results["models"], **{f"baseline: {k}": v for k, v in results["baselines"].items()}}
+    for name, scores in entries.items():
+        rows.append((name, *(f"{scores[c]:.3f}" if isinstance(scores.get(c), float) else "-" for c in columns)))
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
