@@ -43,8 +43,8 @@ def test_glob_csv_and_keep_going(tmp_path, tiny_model_dir, capsys):
 def test_prints_path_tab_caption_and_names_a_missing_path(tmp_path, tiny_model_dir, capsys):
     folder = _images(tmp_path / "imgs")
     assert main(["caption", str(tiny_model_dir), str(folder / "a.jpg"), "--max-new-tokens", "3"]) == 0
-    line = capsys.readouterr().out.strip()
-    assert line.startswith(f"{folder / 'a.jpg'}\t")
+    line = capsys.readouterr().out.rstrip("\n")
+    assert line.startswith(f"{folder / 'a.jpg'}\t") and "\n" not in line
     assert main(["caption", str(tiny_model_dir), str(tmp_path / "nope.jpg")]) == 2
     assert "nope.jpg: no such file or folder" in capsys.readouterr().err
 
@@ -56,4 +56,4 @@ def test_python_api_matches_cli(tmp_path, tiny_model_dir, capsys):
     captioner = captionkit.load(str(tiny_model_dir))
     [api] = captioner.caption([folder / "a.jpg"], max_new_tokens=6)
     main(["caption", str(tiny_model_dir), str(folder / "a.jpg"), "--max-new-tokens", "6"])
-    assert capsys.readouterr().out.strip().split("\t")[1] == api
+    assert capsys.readouterr().out.rstrip("\n").split("\t", 1)[1] == api

@@ -2,24 +2,27 @@
 import json
 
 import pytest
+import yaml
 
 from captionkit.cli import main
 from captionkit.demo import DEMO_MODELS
 
-TINY_TRAIN = "[train.epochs=1, train.max_steps=2, train.batch_size=8, eval.metrics=[], eval.max_images=4]"
+TINY_TRAIN = ["train.epochs=1", "train.max_steps=2", "train.batch_size=8", "eval.metrics=[]", "eval.max_images=4",
+              "train.early_stopping_metric=dev_loss"]
 
 
 @pytest.mark.slow
 def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     out = tmp_path / "demo"
-    overrides = "{" + ", ".join(f"{name}: {TINY_TRAIN}" for name in DEMO_MODELS) + "}"
-    args = ["demo", "--out", str(out), "--set", "images=30", "--set", "size=64", "--set", "clip.epochs=1",
-            "--set", "clip.image_size=64", "--set", "clip.width=32", "--set", "clip.layers=1",
-            "--set", "clip.projection_dim=16", "--set", "clip.batch_size=16", "--set", f"overrides={overrides}",
-            "--set", "decoding={max_new_tokens: 6}"]
-    # the ClipCap presets read the demo CLIP's 16-d embedding
-    args[-3] = args[-3].replace("demo-clipcap-mlp: [", "demo-clipcap-mlp: [model.clip_dim=16, ")
-    args[-3] = args[-3].replace("demo-clipcap-transformer: [", "demo-clipcap-transformer: [model.clip_dim=16, ")
+    overrides = {name: list(TINY_TRAIN) for name in DEMO_MODELS}
+    for name in ("demo-clipcap-mlp", "demo-clipcap-transformer"):
+        overrides[name].append("model.clip_dim=16")  # the tiny demo CLIP's embedding size
+    config = {"images": 30, "size": 64, "decoding": {"max_new_tokens": 6}, "overrides": overrides,
+              "clip": {"epochs": 1, "image_size": 64, "width": 32, "layers": 1, "projection_dim": 16,
+                       "batch_size": 16}}
+    config_file = tmp_path / "demo.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    args = ["demo", "--out", str(out), "--config", str(config_file)]
     assert main(args) == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "metrics.json").read_text())
