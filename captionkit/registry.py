@@ -96,7 +96,5 @@ def _import_builtins() -> None:
     """Import the modules whose decorators fill the registries (kept lazy: importing captionkit stays cheap)."""
     from captionkit.models import BUILTIN_MODULES  # noqa: WPS433 (deliberate lazy import)
     import importlib
-    import importlib.util
     for module in BUILTIN_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
+        importlib.import_module(module)

@@ -71,6 +71,11 @@ class CaptionModel(nn.Module):
         """Select/duplicate batch rows of `state` (beam search): row i of the result is row index[i] of `state`."""
         raise NotImplementedError
 
+    @classmethod
+    def build(cls, config: Any, pretrained: bool = True) -> "CaptionModel":
+        """The model for `config`; subclasses that load pretrained parts (GPT-2 by hub id) override this."""
+        return cls(config)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer gets: frozen parts have requires_grad=False and are left out (no optimizer state)."""
         return [p for p in self.parameters() if p.requires_grad]
@@ -115,10 +120,3 @@ def build_model(model_data: dict[str, Any], pretrained: bool = True) -> CaptionM
     cls = get_model_class(data.pop("type"))
     config = from_dict(cls.config_class, data, where=f"model ({cls.model_type})")
     return cls.build(config, pretrained=pretrained)
-
-
-def _default_build(cls: type[CaptionModel], config: Any, pretrained: bool = True) -> CaptionModel:
-    return cls(config)
-
-
-CaptionModel.build = classmethod(_default_build)  # type: ignore[attr-defined]
