@@ -1,4 +1,4 @@
-"""Fixtures of the ClipCap tests: one torch thread (tiny models on 2 shared cores), tiny configs, the reference."""
+"""Fixtures of the ClipCap tests: tiny configs and the reference checkpoints."""
 from __future__ import annotations
 
 import json
@@ -7,13 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _clipcap_one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,9 @@
-"""Fixtures of tests/decoding: the toy models of decoding_toys.py, run on one torch thread."""
+"""Fixtures of tests/decoding: the toy models of decoding_toys.py."""
 import pytest
-import torch
 
 from decoding_toys import TOY_SEEDS, make_toy
 from captionkit.models.base import CaptionModel
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from a second OpenMP thread, and on a busy 2-core machine two spinning threads
-    make them many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=sorted(TOY_SEEDS))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,9 +15,10 @@ from captionkit.config import ConfigError
 from captionkit.data.text import WordVocab
 from captionkit.decoding import DecodingConfig, generate
 from captionkit.errors import ImageLoadError
-from captionkit.models.base import CaptionModel, build_model, select_rows
+from captionkit.models.base import build_model
 from captionkit.models.model_dir import save_model_dir
 from captionkit.registry import get_preset
+from decoding_toys import ToyConfig, ToyGRUCaptioner
 
 CAPTIONS = ["A dog runs on the grass .", "Two people walk in the snow .", "A child jumps into a pool ."] * 4
 
@@ -116,30 +116,17 @@ class _PixelEncoder(nn.Module):
         return self.proj(pixels.mean(dim=(2, 3)))
 
 
-class _PixelGRU(CaptionModel):
+class _PixelGRU(ToyGRUCaptioner):
     """input_kind "pixels": batch["features"] are pixels, which the model encodes itself."""
 
     model_type = "test-pixel-gru"
-    config_class = dict
     input_kind = "pixels"
 
     def __init__(self, vocab_size: int) -> None:
-        super().__init__({})
         torch.manual_seed(0)
+        super().__init__(ToyConfig(feature_dim=4, vocab_size=vocab_size, dim=4))
         self.image_encoder = _PixelEncoder()
-        self.embed, self.cell = nn.Embedding(vocab_size, 4), nn.GRUCell(4, 4)
-        self.head = nn.Linear(4, vocab_size)
-
-    def start(self, features: Tensor) -> tuple[Tensor, Any]:
-        h = torch.tanh(self.image_encoder(features))
-        return self.head(h), h
-
-    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
-        h = self.cell(self.embed(tokens), state)
-        return self.head(h), h
-
-    def reorder_state(self, state: Any, index: Tensor) -> Any:
-        return select_rows(state, index)
+        self.init = nn.Sequential(self.image_encoder, nn.Linear(4, 4))  # pixels -> (B, 4) -> initial GRU state
 
 
 def test_a_model_that_owns_its_encoder_is_fed_pixels(image_paths):

@@ -4,20 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from captionkit.data.records import Record
 from feature_helpers import CountingEncoder, write_images
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run best on one intra-op thread; two OpenMP threads on a busy 2-core machine spin and make small
-    convolutions (the CLI tests' vgg16-small) over 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

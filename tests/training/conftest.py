@@ -5,20 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # training_toy, also imported by the subprocess entry point toy_cli.py
 
 import training_toy  # noqa: E402,F401  (registers the toy model, tokenizer and encoder)
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture()
