@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import pickle
 import random
 import tempfile
 import time
@@ -15,13 +17,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from captionkit.config import to_dict, write_resolved_config
+from captionkit.config import ConfigError, to_dict, write_resolved_config
 from captionkit.data.formats import load_dataset
 from captionkit.data.images import load_image
+from captionkit.errors import CheckpointError
 from captionkit.models import hf
+from captionkit.training.checkpoint import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 DONE_MARKER = "pretrain_done.json"
+CONFIG_NAME = "pretrain_config.json"
+RESUME_NAME = "resume.pt"  # model, optimizer, schedule and RNG after the last finished epoch
 
 
 @dataclass
@@ -99,9 +105,12 @@ def _new_model(cfg: ClipPretrainConfig, tokenizer: Any) -> torch.nn.Module:
 def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConfig | None = None,
                   progress: bool = True) -> Path:
     """Train CLIP contrastively on the train split of `dataset`; write a CLIP directory to `out`
-    (loadable as encoder `clip:OUT`). A finished `out` is reused; an unfinished one is started again."""
+    (loadable as encoder `clip:OUT`). A finished `out` is reused and an interrupted one resumes from its last
+    finished epoch, in both cases only if it was started with the same dataset and settings."""
     cfg = config or ClipPretrainConfig()
     out = Path(out)
+    settings = {"dataset": str(Path(dataset).expanduser().resolve()), **to_dict(cfg)}  # one dataset, one spelling
+    _check_same_settings(out, settings)
     if (out / DONE_MARKER).is_file():
         log.info("clip pretrain: %s is already trained, reusing it", out)
         return out
@@ -112,22 +121,11 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
     dev = data.with_images(data.split("dev"))
     if not train:
         raise FileNotFoundError(f"{dataset}: no train images found; clip pretrain needs a train split with images")
-    captions = [c for r in train for c in r.captions]
-
-    if cfg.init:
-        model, processor, tokenizer = hf.load_clip(cfg.init)
-        if tokenizer is None:
-            raise FileNotFoundError(f"{cfg.init}: no CLIP tokenizer files; cannot adapt it")
-    else:
-        tokenizer = train_clip_tokenizer(captions, cfg.tokenizer_merges, out / "tokenizer")
-        model = _new_model(cfg, tokenizer)
-        processor = hf.new_clip_image_processor(cfg.image_size)
+    resume = _read_resume_state(out)
+    model, processor, tokenizer = _build(cfg, [c for r in train for c in r.captions], out, resumed=resume is not None)
 
     def pixels(records: list) -> torch.Tensor:  # (N, 3, S, S): every image preprocessed once, not once per epoch
         return torch.stack([hf.clip_preprocess(processor, load_image(r.image_path)) for r in records])
-
-    def tokens(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        return hf.clip_tokenize(tokenizer, texts, cfg.max_text_tokens)
 
     train_pixels = pixels(train)
     dev_pixels = pixels(dev[:256]) if dev else None
@@ -136,16 +134,28 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
                                                  * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    write_resolved_config({"dataset": str(dataset), **to_dict(cfg)}, out, "pretrain_config.json")
+    first_epoch = 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["scheduler"])
+        restore_rng(resume["rng"])
+        first_epoch = resume["epoch"] + 1
+        log.info("clip pretrain: resuming %s after epoch %d of %d", out, first_epoch, cfg.epochs)
+    write_resolved_config(settings, out, CONFIG_NAME)
     log_path = out / "pretrain_log.jsonl"
+    _keep_log_before(log_path, first_epoch)  # epochs after the resume point are trained (and logged) again
     model.train()
-    bar = tqdm(total=total, desc="clip pretrain", unit="step", disable=not progress)
+    bar = tqdm(total=total, initial=first_epoch * steps_per_epoch, desc="clip pretrain", unit="step",
+               disable=not progress)
     started = time.time()
-    for epoch in range(cfg.epochs):
+    record: dict[str, Any] = resume["record"] if resume is not None else {}
+    for epoch in range(first_epoch, cfg.epochs):
         order = torch.randperm(len(train))
         for start in range(0, len(train), cfg.batch_size):
             idx = order[start:start + cfg.batch_size]
-            ids, mask = tokens([random.choice(train[i].captions) for i in idx.tolist()])
+            ids, mask = hf.clip_tokenize(tokenizer, [random.choice(train[i].captions) for i in idx.tolist()],
+                                         cfg.max_text_tokens)
             loss = hf.clip_contrastive_loss(model, train_pixels[idx], ids, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -159,11 +169,69 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
             record["dev_retrieval_top1"] = retrieval_top1(model, tokenizer, dev_pixels, dev[:256], cfg)
         with log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        _save_resume_state(out, {"epoch": epoch, "record": record, "model": model.state_dict(),
+                                 "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                                 "rng": capture_rng()})
     bar.close()
     model.eval()
     hf.save_clip(out, model, processor, tokenizer)
     (out / DONE_MARKER).write_text(json.dumps(record) + "\n", encoding="utf-8")
+    (out / RESUME_NAME).unlink(missing_ok=True)  # the finished model supersedes it
     return out
+
+
+def _build(cfg: ClipPretrainConfig, captions: list[str], out: Path, resumed: bool) -> tuple[Any, Any, Any]:
+    """(model, image processor, tokenizer): the CLIP to adapt, or a new one with a BPE learnt from `captions`
+    (read back from OUT/tokenizer on a resume, so the token ids are those the checkpoint was trained with)."""
+    if cfg.init:
+        model, processor, tokenizer = hf.load_clip(cfg.init)
+        if tokenizer is None:
+            raise FileNotFoundError(f"{cfg.init}: no CLIP tokenizer files; cannot adapt it")
+        return model, processor, tokenizer
+    if resumed:
+        tokenizer = hf.clip_tokenizer(str(out / "tokenizer"))
+    else:
+        tokenizer = train_clip_tokenizer(captions, cfg.tokenizer_merges, out / "tokenizer")
+    return _new_model(cfg, tokenizer), hf.new_clip_image_processor(cfg.image_size), tokenizer
+
+
+def _check_same_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to reuse or resume an OUT that was started with another dataset or other settings."""
+    path = out / CONFIG_NAME
+    if not path.is_file() or not ((out / DONE_MARKER).is_file() or (out / RESUME_NAME).is_file()):
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"{out} was trained with {key}={before.get(key)!r}, now {key}={settings.get(key)!r} "
+                          f"({len(changed)} setting(s) differ: {', '.join(changed)}); pass another --out, or "
+                          f"delete {out} to train it again")
+
+
+def _read_resume_state(out: Path) -> dict[str, Any] | None:
+    path = out / RESUME_NAME
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable resume state ({exc}); delete it to start over") from exc
+
+
+def _save_resume_state(out: Path, state: dict[str, Any]) -> None:
+    """Written to a temporary file and renamed over the old one: an interruption leaves the previous epoch's."""
+    tmp = out / f".{RESUME_NAME}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / RESUME_NAME)
+
+
+def _keep_log_before(log_path: Path, epoch: int) -> None:
+    if not log_path.is_file():
+        return
+    lines = log_path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < epoch]
+    log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 @torch.no_grad()

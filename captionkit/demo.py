@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,18 +44,28 @@ class DemoConfig:
 
 
 class Steps:
-    """Runs named steps once: a finished step leaves a marker file and is skipped when the demo runs again."""
+    """Runs named steps once: a finished step leaves a marker file with its key and is skipped when the demo runs
+    again with the same key. A step whose key changed (its settings, or those of a step it builds on) is stale:
+    its outputs are removed and it runs again, so a rerun never mixes old models into new results."""
 
     def __init__(self, root: Path) -> None:
         self.root = root / ".steps"
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, fn: Callable[[], Any], key: Any = None) -> None:
+    def run(self, name: str, fn: Callable[[], Any], key: Any = None, outputs: tuple[Path, ...] = ()) -> None:
         marker = self.root / f"{name}.json"
         stamp = json.dumps(key, sort_keys=True, default=str)
-        if marker.is_file() and json.loads(marker.read_text(encoding="utf-8")).get("key") == stamp:
-            log.info("[demo] %s: done before, reusing it", name)
-            return
+        if marker.is_file():
+            if json.loads(marker.read_text(encoding="utf-8")).get("key") == stamp:
+                log.info("[demo] %s: done before, reusing it", name)
+                return
+            log.info("[demo] %s: settings changed since it ran, redoing it", name)
+            marker.unlink()  # first: an interruption from here on leaves an unfinished step, resumed next time
+            for path in outputs:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
         log.info("[demo] %s ...", name)
         started = time.time()
         fn()
@@ -70,23 +81,37 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     steps = Steps(out)
     write_resolved_config(cfg, out, "demo_config.json")
     data = out / "data"
-    steps.run("data", lambda: _make_data(data, cfg), key=[cfg.images, cfg.size, cfg.seed])
+    data_key = [cfg.images, cfg.size, cfg.seed]
+    steps.run("data", lambda: _make_data(data, cfg), key=data_key)
     made = {"{clip}": (out / "clip").resolve(), "{vgg}": (out / "vgg16-small.pth").resolve(),
             "{gpt2}": (out / "gpt2").resolve()}
+    made_by: dict[str, Any] = {}  # placeholder -> the key of the step that made it: a change there reaches here
+    # Feature caches are named by encoder spec and dataset, not by weights: a retrained encoder at the same path
+    # must not be served its predecessor's features, so redoing an encoder's step clears them (re-encoding is fast).
+    features = out / "features"
     models = _ordered(cfg.models)
     if any("{clip}" in o for m in models for o in DEMO_MODELS[m]):
         from captionkit.clip_pretrain import pretrain_clip
 
-        steps.run("clip-pretrain", lambda: pretrain_clip(data, made["{clip}"], cfg.clip), key=to_dict(cfg.clip))
+        made_by["{clip}"] = [data_key, to_dict(cfg.clip)]
+        steps.run("clip-pretrain", lambda: pretrain_clip(data, made["{clip}"], cfg.clip), key=made_by["{clip}"],
+                  outputs=(made["{clip}"], features))
     for name in models:
         run_dir = out / name
         overrides = [_fill(o, made) for o in DEMO_MODELS[name]] + list(cfg.overrides.get(name, []))
-        steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=overrides)
-        if name == NEEDS["{vgg}"]:
-            steps.run("export-vgg", lambda: _export_vgg(run_dir, made["{vgg}"]))
+        uses = [made_by[p] for p in made if any(p in o for o in DEMO_MODELS[name])]
+        train_key = [data_key, overrides, uses]
+        makes_encoder = name == NEEDS["{vgg}"]
+        steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=train_key,
+                  outputs=(run_dir, features) if makes_encoder else (run_dir,))
+        if makes_encoder:
+            made_by["{vgg}"] = train_key
+            steps.run("export-vgg", lambda: _export_vgg(run_dir, made["{vgg}"]), key=train_key)
         if name == NEEDS["{gpt2}"]:
-            steps.run("export-gpt2", lambda: _export_gpt2(run_dir, made["{gpt2}"]))
-        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg), key=[cfg.split, cfg.decoding])
+            made_by["{gpt2}"] = train_key
+            steps.run("export-gpt2", lambda: _export_gpt2(run_dir, made["{gpt2}"]), key=train_key)
+        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg),
+                  key=[train_key, cfg.split, cfg.decoding])
     results = _collect(out, data, cfg)
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     _report(out, cfg)

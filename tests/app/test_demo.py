@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from captionkit.cli import main
-from captionkit.demo import DEMO_MODELS
+from captionkit.demo import DEMO_MODELS, Steps
 
 TINY_TRAIN = ["train.epochs=1", "train.max_steps=2", "train.batch_size=8", "eval.metrics=[]", "eval.max_images=4",
               "train.early_stopping_metric=dev_loss"]
@@ -36,3 +36,39 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     markers = {p.name: p.stat().st_mtime_ns for p in (out / ".steps").iterdir()}
     assert main(args) == 0  # everything done before: reused
     assert {p.name: p.stat().st_mtime_ns for p in (out / ".steps").iterdir()} == markers
+
+    # a changed CLIP setting redoes the CLIP and everything built on it, and nothing else
+    config["clip"]["epochs"] = 2
+    config_file.write_text(yaml.safe_dump(config))
+    assert main(args) == 0
+    redone = {name for name, mtime in markers.items() if (out / ".steps" / name).stat().st_mtime_ns != mtime}
+    assert redone == {"clip-pretrain.json", "train-demo-clipcap-mlp.json", "export-gpt2.json",
+                      "evaluate-demo-clipcap-mlp.json", "train-demo-clipcap-transformer.json",
+                      "evaluate-demo-clipcap-transformer.json"}
+    clip_log = [json.loads(line) for line in (out / "clip" / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in clip_log] == [0, 1]  # trained afresh, not the old CLIP reused
+
+
+def test_a_step_reruns_when_its_key_changes_and_clears_its_outputs(tmp_path):
+    steps = Steps(tmp_path)
+    made = tmp_path / "made"
+    runs = []
+
+    def step():
+        runs.append(made.exists())  # did an old output survive into the new run?
+        made.mkdir(exist_ok=True)
+
+    steps.run("s", step, key=1, outputs=(made,))
+    steps.run("s", step, key=1, outputs=(made,))
+    assert runs == [False]  # same key: reused
+    steps.run("s", step, key=2, outputs=(made,))
+    assert runs == [False, False]  # new key: outputs removed, then run again
+
+    def interrupted():
+        made.mkdir()  # part of the new output written, then the run stops
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        steps.run("s", interrupted, key=3, outputs=(made,))
+    steps.run("s", step, key=3, outputs=(made,))  # unfinished, not stale: partial outputs kept for resuming
+    assert runs == [False, False, True]
