@@ -9,7 +9,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     pre = verbs.add_parser("pretrain", help="train (or adapt) a CLIP contrastively on a dataset's train split",
                            description="Writes a CLIP directory usable as encoder `clip:OUT`. Without --init a new "
-                                       "small CLIP is trained from scratch (what the offline demo does).")
+                                       "small CLIP is trained from scratch (what the offline demo does). Run again, it "
+                                       "resumes an interrupted run from its last finished epoch.")
     pre.add_argument("--dataset", required=True, help="any dataset captionkit reads")
     pre.add_argument("--out", required=True, help="CLIP directory to write")
     pre.add_argument("--init", help="hub id or directory of a pretrained CLIP to adapt instead of a new model")
