@@ -86,25 +86,21 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     made = {"{clip}": (out / "clip").resolve(), "{vgg}": (out / "vgg16-small.pth").resolve(),
             "{gpt2}": (out / "gpt2").resolve()}
     made_by: dict[str, Any] = {}  # placeholder -> the key of the step that made it: a change there reaches here
-    # Feature caches are named by encoder spec and dataset, not by weights: a retrained encoder at the same path
-    # must not be served its predecessor's features, so redoing an encoder's step clears them (re-encoding is fast).
-    features = out / "features"
     models = _ordered(cfg.models)
     if any("{clip}" in o for m in models for o in DEMO_MODELS[m]):
         from captionkit.clip_pretrain import pretrain_clip
 
         made_by["{clip}"] = [data_key, to_dict(cfg.clip)]
         steps.run("clip-pretrain", lambda: pretrain_clip(data, made["{clip}"], cfg.clip), key=made_by["{clip}"],
-                  outputs=(made["{clip}"], features))
+                  outputs=(made["{clip}"],))
     for name in models:
         run_dir = out / name
         overrides = [_fill(o, made) for o in DEMO_MODELS[name]] + list(cfg.overrides.get(name, []))
         uses = [made_by[p] for p in made if any(p in o for o in DEMO_MODELS[name])]
         train_key = [data_key, overrides, uses]
-        makes_encoder = name == NEEDS["{vgg}"]
         steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=train_key,
-                  outputs=(run_dir, features) if makes_encoder else (run_dir,))
-        if makes_encoder:
+                  outputs=(run_dir,))
+        if name == NEEDS["{vgg}"]:
             made_by["{vgg}"] = train_key
             steps.run("export-vgg", lambda: _export_vgg(run_dir, made["{vgg}"]), key=train_key)
         if name == NEEDS["{gpt2}"]:

@@ -88,7 +88,7 @@ class RunConfig:
     out: str
     dataset_format: str = "auto"
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    features: str | None = None  # feature cache dir; None: RUN_DIR/../features/<encoder slug>-<dataset fingerprint>
+    features: str | None = None  # cache dir; None: RUN_DIR/../features/<encoder slug>-<dataset fp>[-<weights stamp>]
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     description: str = ""

@@ -3,6 +3,7 @@ pixels decoded in DataLoader workers for end-to-end models), shuffled determinis
 run's data position can be saved and restored exactly."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -190,12 +191,31 @@ def shard_loader(dataset: Dataset, batch_size: int, num_workers: int, collate: C
 
 def feature_cache_dir(encoder: str, fingerprint: str, configured: str | None, run_dir: Path) -> Path:
     """Where the run's feature cache lives: the configured path, else a shared sibling of the run directory
-    named by encoder and dataset (two datasets with one encoder never collide)."""
+    named by encoder, dataset and the encoder's local weight files (two datasets with one encoder never collide,
+    and an encoder retrained into the same path never gets its predecessor's features)."""
     from captionkit.training.config import slug
 
     if configured:
         return Path(configured)
-    return run_dir.resolve().parent / "features" / f"{slug(encoder)}-{fingerprint[:12]}"
+    stamp = local_weights_stamp(encoder)
+    return run_dir.resolve().parent / "features" / f"{slug(encoder)}-{fingerprint[:12]}{'-' + stamp if stamp else ''}"
+
+
+def local_weights_stamp(encoder: str) -> str:
+    """A short hash of the names, sizes and modification times of the local files an encoder spec reads its weights
+    from (`clip:DIR`, `vgg16:fc2@FILE`); "" for a hub id or a random initialisation. Sizes and times, not contents:
+    cheap on a 500 MB VGG16 file, and a retrained model is always written anew."""
+    _, _, source = encoder.partition(":")
+    for candidate in (source.partition("@")[2], source):
+        path = Path(candidate).expanduser() if candidate else None
+        if path is not None and path.exists():
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+            digest = hashlib.blake2b(digest_size=4)
+            for file in files:
+                stat = file.stat()
+                digest.update(f"{file.relative_to(path.parent)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+            return digest.hexdigest()
+    return ""
 
 
 def feature_source(dataset: CaptionDataset, records: Sequence[Record], encoder: str, configured: str | None,
