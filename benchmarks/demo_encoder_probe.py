@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from captionkit.data.formats import load_dataset
 from captionkit.data.images import load_image
-from captionkit.data.scene_grammar import COLOURS, SHAPES
+from captionkit.data.scene_grammar import COLOURS, SHAPES, kind_counts
 from captionkit.evaluation.object_f1 import load_scenes
 from captionkit.models.encoders import load_encoder
 
@@ -39,17 +39,17 @@ def label_matrix(records: list, scenes: dict) -> torch.Tensor:
     """(N, len(LABELS)) 0/1: which shapes and which colours each image contains."""
     y = torch.zeros(len(records), len(LABELS))
     for i, record in enumerate(records):
-        for obj in scenes[record.image_id]["objects"]:
-            y[i, LABELS.index(obj["shape"])] = 1
-            y[i, LABELS.index(obj["colour"])] = 1
+        for colour, shape in kind_counts(scenes[record.image_id]):
+            y[i, LABELS.index(shape)] = 1
+            y[i, LABELS.index(colour)] = 1
     return y
 
 
 @torch.no_grad()
-def features(spec: str, records: list) -> torch.Tensor:
+def features(spec: str, records: list, batch_size: int = 128) -> torch.Tensor:
     encoder = load_encoder(spec)
-    pixels = torch.stack([encoder.preprocess(load_image(r.image_path)) for r in records])
-    return torch.cat([encoder(chunk) for chunk in pixels.split(128)]).flatten(1)
+    batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    return torch.cat([encoder.encode_images([load_image(r.image_path) for r in batch]) for batch in batches]).flatten(1)
 
 
 def probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,

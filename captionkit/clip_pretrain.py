@@ -23,6 +23,7 @@ from captionkit.data.images import load_image
 from captionkit.errors import CheckpointError
 from captionkit.models import hf
 from captionkit.training.checkpoint import capture_rng, restore_rng
+from captionkit.training.logging import truncate_jsonl
 
 log = logging.getLogger(__name__)
 DONE_MARKER = "pretrain_done.json"
@@ -144,7 +145,7 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
         log.info("clip pretrain: resuming %s after epoch %d of %d", out, first_epoch, cfg.epochs)
     write_resolved_config(settings, out, CONFIG_NAME)
     log_path = out / "pretrain_log.jsonl"
-    _keep_log_before(log_path, first_epoch)  # epochs after the resume point are trained (and logged) again
+    truncate_jsonl(log_path, lambda e: e["epoch"] < first_epoch)  # later epochs are trained (and logged) again
     model.train()
     bar = tqdm(total=total, initial=first_epoch * steps_per_epoch, desc="clip pretrain", unit="step",
                disable=not progress)
@@ -224,14 +225,6 @@ def _save_resume_state(out: Path, state: dict[str, Any]) -> None:
     tmp = out / f".{RESUME_NAME}.tmp"
     torch.save(state, tmp)
     os.replace(tmp, out / RESUME_NAME)
-
-
-def _keep_log_before(log_path: Path, epoch: int) -> None:
-    if not log_path.is_file():
-        return
-    lines = log_path.read_text(encoding="utf-8").splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line)["epoch"] < epoch]
-    log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 @torch.no_grad()

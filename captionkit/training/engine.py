@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +25,7 @@ from captionkit.training.data import (PairDataset, PixelSource, caption_pairs, e
                                       feature_source, train_loader, usable_records,
                                       with_features)
 from captionkit.training.dev_eval import DevEvaluator
-from captionkit.training.logging import LOG_NAME, RunLogger, Throughput
+from captionkit.training.logging import LOG_NAME, RunLogger, Throughput, truncate_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +128,6 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
                         previous)
     ckpt.remove_partial(run_dir)
     write_resolved_config(config, run_dir)
-
-
-def _truncate_log(run_dir: Path, step: int) -> None:
-    """Drop log lines a killed run wrote after the checkpoint it resumes from (they are about to be redone)."""
-    path = run_dir / LOG_NAME
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by the kill
-        if event.get("step") is None or event["step"] <= step:
-            kept.append(line)
-    tmp = path.with_name(f".{LOG_NAME}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -266,7 +247,9 @@ class _Trainer:
                             saved.get("num_processes"), self.accelerator.num_processes)
             state = TrainerState(**{f.name: saved[f.name] for f in dataclasses.fields(TrainerState) if f.name in saved})
             if self.accelerator.is_main_process:
-                _truncate_log(self.run_dir, state.global_step)
+                # drop what the killed run logged after this checkpoint: it is about to be redone
+                truncate_jsonl(self.run_dir / LOG_NAME, lambda e, step=state.global_step:
+                               e.get("step") is None or e["step"] <= step)
             log.info("resumed from %s (epoch %d, step %d)", path, state.epoch, state.global_step)
             self.resumed_from = path
             break

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
@@ -82,7 +83,11 @@ def _json_value(value: Any) -> Any:
 
 def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
     """The events of RUN_DIR/log.jsonl in order (a line cut short by a kill is skipped)."""
-    path = Path(run_dir) / LOG_NAME
+    return read_jsonl(Path(run_dir) / LOG_NAME)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file in order ([] when it does not exist; a line cut short by a kill is skipped)."""
     events = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -91,6 +96,16 @@ def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return events
+
+
+def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite a JSON-lines log with only the events `keep` accepts: a resumed run drops what the interrupted one
+    logged after its last checkpoint (about to be redone). Replaced atomically, so a second kill loses nothing."""
+    if not path.is_file():
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in read_jsonl(path) if keep(e)), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 class Throughput:
