@@ -12,6 +12,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from captionkit.data.records import ShardImage
 from captionkit.errors import ImageLoadError
 
 # Formats captionkit decodes (PIL's JPEG opener also covers MPO, the multi-picture JPEG of many cameras). Others
@@ -75,18 +76,32 @@ def _name(source: str | os.PathLike[str] | BinaryIO) -> str:
     return str(getattr(source, "name", "<image data>"))
 
 
-def load_image(path: str | os.PathLike[str] | BinaryIO | bytes, max_pixels: int | None = None) -> Image.Image:
+def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage,
+               max_pixels: int | None = None) -> Image.Image:
     """Decode an image fully into an upright RGB image.
 
-    `path` may be a file path, an open binary file or the file's bytes. EXIF orientation is applied; L, LA, P,
+    `path` may be a file path, an open binary file, the file's bytes or a ShardImage (an image inside a WebDataset
+    tar or a parquet/arrow shard; errors name it SHARD::MEMBER). EXIF orientation is applied; L, LA, P,
     RGBA, CMYK, 16-bit and other modes become RGB; for animated GIF/WebP the first frame is used. A missing,
     zero-byte, truncated, corrupt or unsupported file raises ImageLoadError naming the file. An image of more than
     `max_pixels` pixels (default: PIL's Image.MAX_IMAGE_PIXELS, about 89 million) raises ImageLoadError from its
     header alone, before any pixel is decoded, instead of exhausting memory. (PIL independently refuses images over
     twice its own MAX_IMAGE_PIXELS; raise that global too to allow larger ones.)
     """
-    source: str | os.PathLike[str] | BinaryIO = io.BytesIO(path) if isinstance(path, bytes) else path
-    name = _name(source)
+    if isinstance(path, ShardImage):
+        from captionkit.data.shards import read_shard_image
+
+        try:
+            data = read_shard_image(path)
+        except OSError as exc:
+            raise ImageLoadError(str(exc)) from exc
+        if not data:
+            raise ImageLoadError(f"{path}: empty image (0 bytes)")
+        source: str | os.PathLike[str] | BinaryIO = io.BytesIO(data)
+        name = str(path)
+    else:
+        source = io.BytesIO(path) if isinstance(path, bytes) else path
+        name = _name(source)
     if isinstance(source, (str, os.PathLike)):
         try:
             size = Path(source).stat().st_size

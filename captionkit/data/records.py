@@ -13,17 +13,37 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True)
+class ShardImage:
+    """An image stored inside a shard file rather than as a file of its own: a WebDataset tar member
+    (`member` = "KEY.jpg") or a cell of a parquet/arrow table (`member` = "COLUMN[ROW]").
+    `captionkit.data.images.load_image` reads it; `str()` names it in messages as SHARD::MEMBER."""
+
+    shard: Path
+    member: str
+
+    def __str__(self) -> str:
+        return f"{self.shard}::{self.member}"
+
+
+@dataclass(frozen=True)
 class Record:
     """One image and its reference captions.
 
-    `image_id` is the dataset's own id (the Flickr file name `1000268201_693b08cb0e.jpg`, a COCO integer as a string);
-    `split` is "train", "dev", "test" or None (in no split list).
+    `image_id` is the dataset's own id (the Flickr file name `1000268201_693b08cb0e.jpg`, a COCO integer as a string,
+    a WebDataset key); `split` is "train", "dev", "test" or None (in no split list). An image inside a shard has
+    `image_path` = the shard file and `image_member` = where in it (see ShardImage); `image` is what to load either way.
     """
 
     image_id: str
     image_path: Path
     captions: tuple[str, ...]
     split: str | None = None
+    image_member: str | None = None
+
+    @property
+    def image(self) -> "Path | ShardImage":
+        """What `load_image` reads: the image file, or the image inside its shard."""
+        return self.image_path if self.image_member is None else ShardImage(self.image_path, self.image_member)
 
 
 @dataclass

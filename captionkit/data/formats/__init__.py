@@ -16,10 +16,13 @@ from typing import Any, Callable
 from captionkit.data.formats.common import Problem, ProblemLog, ReadResult, hash_split
 from captionkit.data.formats.flickr import (find_flickr8k, find_flickr30k, find_kaggle, read_kaggle_captions,
                                             read_token_file)
+from captionkit.data.formats.sharded import (HF_PREFIX, find_hf_dir, find_shards, read_hf, read_parquet,
+                                             read_webdataset)
 from captionkit.data.formats.jsonfmt import find_coco, find_karpathy, load_json, read_coco, read_karpathy
 from captionkit.data.formats.table import TABLE_FILES, find_table, read_table
 from captionkit.data.formats.writers import write_coco_references, write_karpathy
 from captionkit.data.records import CaptionDataset, DatasetError
+from captionkit.data.shards import TAR_SUFFIXES, is_shard_list, shard_suffix
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ def _find_table_of(suffix: str) -> Callable[[Path], Path | None]:
 
 # Detection order for a directory: the first format whose caption file is found wins.
 FORMATS: dict[str, Format] = {f.name: f for f in [
+    # before karpathy, whose dataset_*.json pattern matches save_to_disk's dataset_info.json
+    Format("hf", read_hf, find_hf_dir, "state.json or dataset_dict.json (Hugging Face save_to_disk)"),
     Format("flickr8k", partial(read_token_file, fmt="flickr8k"), find_flickr8k,
            "Text/Flickr8k.token.txt or Flickr8k.token.txt"),
     Format("flickr30k", partial(read_token_file, fmt="flickr30k"), find_flickr30k, "results_20130124.token"),
@@ -52,7 +57,11 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
     Format("csv", partial(read_table, fmt="csv"), _find_table_of(".csv"), "captions.csv or metadata.csv"),
     Format("tsv", partial(read_table, fmt="tsv"), _find_table_of(".tsv"), "captions.tsv"),
     Format("jsonl", partial(read_table, fmt="jsonl"), _find_table_of(".jsonl"), "captions.jsonl or metadata.jsonl"),
+    # Sharded formats (captionkit.data.formats.sharded): the spec may also be a brace pattern or a list file.
+    Format("webdataset", read_webdataset, find_shards(TAR_SUFFIXES), "*.tar shards (KEY.jpg + KEY.txt)"),
+    Format("parquet", read_parquet, find_shards((".parquet",)), "*.parquet files"),
 ]}
+SHARDED = ("webdataset", "parquet", "hf")
 
 
 def reader_options(fmt: str) -> list[str]:
@@ -76,6 +85,10 @@ def _detect_directory(directory: Path, fmt: str) -> tuple[str, Path]:
 def _detect_file(path: Path, problems: ProblemLog) -> tuple[str, Any]:
     """(format, parsed JSON or None) for a caption file, from its name and first line or JSON shape."""
     name, suffix = path.name.lower(), path.suffix.lower()
+    if shard_suffix(name) or (suffix == ".txt" and is_shard_list(path)):
+        listed = path if shard_suffix(name) else Path(path.read_text(encoding="utf-8").split()[0])
+        return ("webdataset" if listed.name.lower().endswith(TAR_SUFFIXES) else
+                "hf" if listed.name.lower().endswith(".arrow") else "parquet"), None
     if name.endswith((".token.txt", ".token")):
         return ("flickr30k" if "30k" in name or name.startswith("results") else "flickr8k"), None
     if suffix in (".csv", ".tsv", ".jsonl"):
@@ -115,9 +128,14 @@ def read_dataset(path: str | Path, format: str = "auto", *, strict: bool = True,
     empty or duplicate captions, ids missing from split lists) are collected, not raised. `options` go to the
     format's reader: see `reader_options(format)`.
     """
-    path = Path(path).absolute()  # records carry absolute image paths, valid from any working directory
     if format != "auto" and format not in FORMATS:
         raise DatasetError(f"unknown dataset format {format!r}; valid: auto, {', '.join(FORMATS)}")
+    spec = str(path)
+    if spec.startswith(HF_PREFIX) or "{" in spec:  # a hub name or a brace pattern of shards: no file of that name
+        fmt = format if format != "auto" else "hf" if spec.startswith(HF_PREFIX) else \
+            "webdataset" if spec.lower().endswith(TAR_SUFFIXES) else "parquet"
+        return _read(fmt, spec, ProblemLog(strict=strict), options)
+    path = Path(path).absolute()  # records carry absolute image paths, valid from any working directory
     if not path.exists():
         raise DatasetError(f"{path}: no such file or directory")
     problems = ProblemLog(strict=strict)
@@ -128,15 +146,19 @@ def read_dataset(path: str | Path, format: str = "auto", *, strict: bool = True,
         (fmt, data), file = _detect_file(path, problems), path
     else:
         fmt, file = format, path
-    valid = reader_options(fmt)
+    if data is not None:
+        options["data"] = data
+    return _read(fmt, file, problems, options)
+
+
+def _read(fmt: str, file: Path | str, problems: ProblemLog, options: dict[str, Any]) -> ReadResult:
+    valid = reader_options(fmt) + (["data"] if "data" in options else [])
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise DatasetError(f"unknown option(s) {unknown} for format {fmt!r}; valid: {', '.join(valid) or '(none)'}")
     for key in ("image_dir", "split_dir"):  # relative to the working directory now, not wherever records are used
         if options.get(key) is not None:
             options[key] = Path(options[key]).absolute()
-    if data is not None:
-        options["data"] = data
     return FORMATS[fmt].read(file, problems, **options)
 
 
@@ -150,5 +172,5 @@ def load_dataset(path: str | Path, format: str = "auto", *, strict: bool = True,
     return result.dataset
 
 
-__all__ = ["FORMATS", "Problem", "ReadResult", "hash_split", "load_dataset", "read_dataset", "reader_options",
+__all__ = ["FORMATS", "SHARDED", "Problem", "ReadResult", "hash_split", "load_dataset", "read_dataset", "reader_options",
            "write_coco_references", "write_karpathy"]
