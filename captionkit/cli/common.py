@@ -27,3 +27,37 @@ DECODING_OPTIONS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_pen
 def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Only the decoding options the user actually gave (the rest keep DecodingConfig's defaults)."""
     return {k: getattr(args, k) for k in DECODING_OPTIONS if getattr(args, k, None) is not None}
+
+
+DATASET_HELP = ("dataset: a folder or caption file (Flickr8k, COCO, Karpathy, CSV, ...), WebDataset shards (a folder, "
+                "a brace pattern such as data/cc/{00000..00099}.tar, or a list file), parquet files, a Hugging Face "
+                "save_to_disk folder, or hf:NAME")
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True, flag: bool = True) -> None:
+    """--dataset (or a positional PATH), --format and the repeatable --option KEY=VALUE of the dataset readers."""
+    if flag:
+        parser.add_argument("--dataset", required=required, help=DATASET_HELP)
+    parser.add_argument("--format", default="auto", help="flickr8k, flickr30k, kaggle, karpathy, coco, csv, tsv, "
+                                                         "jsonl, webdataset, parquet, hf (default: detect)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset reader option, e.g. caption_column=text, image_column=jpg, split=train, "
+                             "restval=null (repeatable; values parsed as YAML)")
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """--option KEY=VALUE items -> {key: value}, values parsed as YAML (true, null, 0.8, [a, b])."""
+    import yaml
+
+    from captionkit.config import ConfigError
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. --option restval=null")
+        try:
+            options[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--option {item!r}: cannot parse the value ({exc.__class__.__name__})") from exc
+    return options

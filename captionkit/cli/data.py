@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from captionkit.config import ConfigError
+from captionkit.cli.common import add_dataset_arguments, parse_options
 
 PROBLEMS_SHOWN = 40
 
@@ -42,25 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_reader_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="dataset directory or caption file")
-    parser.add_argument("--format", default="auto", help="flickr8k, flickr30k, kaggle, karpathy, coco, csv, tsv, "
-                                                         "jsonl (default: detect)")
+    parser.add_argument("path", help="dataset directory or caption file; shards as a folder, a brace pattern "
+                                     "(data/cc/{00000..00099}.tar) or a list file; hf:NAME for the hub")
     parser.add_argument("--image-dir", type=Path, default=None, help="folder holding the images")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="reader option, e.g. restval=null, lemma=true, caption_column=text (repeatable)")
+    add_dataset_arguments(parser, flag=False)
 
 
 def reader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """--image-dir and --option KEY=VALUE (values parsed as YAML: true, null, 0.8, [a, b])."""
-    options: dict[str, Any] = {}
-    for item in args.option:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--option {item!r}: expected KEY=VALUE, e.g. --option restval=null")
-        try:
-            options[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--option {item!r}: cannot parse the value ({exc.__class__.__name__})") from exc
+    options = parse_options(args.option)
     if args.image_dir is not None:
         options["image_dir"] = args.image_dir
     return options
@@ -70,7 +58,7 @@ def run_check(args: argparse.Namespace) -> int:
     from captionkit.data.check import check_dataset
 
     report = check_dataset(args.path, args.format, decode_images=not args.no_decode, max_pixels=args.max_pixels,
-                           **reader_kwargs(args))
+                           progress=True, **reader_kwargs(args))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -84,7 +72,8 @@ def format_report(report: dict[str, Any]) -> str:
     found = report["images_found_per_split"]
     lines = [
         f"{report['path']}: {report['format']} dataset",
-        f"  files:    {', '.join(report['files'])}",
+        (f"  shards:   {report['shards']} read, {report['corrupt_shards']} corrupt or cut short"
+         if report.get("shards") is not None else f"  files:    {', '.join(report['files'])}"),
         "  splits:   " + ", ".join(f"{s} {n} ({found[s]} with images)" for s, n in splits.items())
         + f"; {report['images_in_no_split']} images in no split",
         f"            from {report['split_source']}",

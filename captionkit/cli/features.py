@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from captionkit.cli.common import add_dataset_arguments, parse_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="extract and inspect image-feature caches")
@@ -13,9 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex = verbs.add_parser(
         "extract", help="encode every image of a dataset once into a feature cache",
         description="Encode each distinct image once (batched, decoded in DataLoader workers) into safetensors "
-                    "shards + index.json + manifest.json. Re-running the same command resumes an interrupted run.")
-    ex.add_argument("--dataset", required=True, help="dataset path (Flickr8k folder, captions.txt, Karpathy JSON, ...)")
-    ex.add_argument("--format", default="auto", help="dataset format (default: detected)")
+                    "shards + index.json + manifest.json. The work goes by input shard (a shard file, or "
+                    "--shard-size images of a folder dataset): under torchrun / accelerate launch each process "
+                    "encodes every N-th input shard and rank 0 merges the cache, the same cache one process "
+                    "writes. Re-running the same command resumes an interrupted run, input shard by input shard.")
+    add_dataset_arguments(ex)
     ex.add_argument("--encoder", required=True,
                     help="KIND:SOURCE, e.g. clip:openai/clip-vit-base-patch32, clip:DIR, vgg16:fc2@imagenet, "
                          "vgg16:conv5_3@/path/vgg16-397923af.pth (no @: random weights)")
@@ -26,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--workers", type=int, default=None,
                     help="DataLoader processes decoding images (0: in-process; default: CPUs - 1, at most 4, which "
                          "leaves the encoder a core: see benchmarks/results/features.md)")
-    ex.add_argument("--shard-size", type=int, default=1024, help="images per shard (the unit of resumption)")
+    ex.add_argument("--shard-size", type=int, default=1024,
+                    help="images per input shard of a folder dataset (the unit of resumption and of the split "
+                         "across processes); a dataset of shard files goes by shard file")
     ex.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                     help="stored precision (float16 halves the size; reads return float32)")
     ex.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -40,24 +46,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    import torch
-
-    from captionkit.data.features import dataset_fingerprint, extract_features
+    from captionkit.cli.processes import launch_processes
+    from captionkit.data.features import dataset_fingerprint
+    from captionkit.data.features_sharded import extract_sharded
     from captionkit.data.formats import load_dataset
     from captionkit.data.records import DatasetError
+    from captionkit.data.shards import plan_shards
     from captionkit.models.encoders import load_encoder
 
-    dataset = load_dataset(args.dataset, format=args.format)
+    dataset = load_dataset(args.dataset, format=args.format, **parse_options(args.option))
     records = dataset.split(args.split)
     if not records:
         raise DatasetError(f"{args.dataset}: no images in split {args.split!r}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = load_encoder(args.encoder).to(device)
-    # The fingerprint covers the whole dataset, so caches of different splits of one dataset share it.
-    workers = args.workers if args.workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
-    cache = extract_features(records, encoder, args.out, batch_size=args.batch_size, num_workers=workers,
-                             shard_size=args.shard_size, dataset_fingerprint=dataset_fingerprint(dataset.records),
-                             dtype=args.dtype, progress=not args.no_progress)
+    procs = launch_processes(args.device)
+    try:
+        encoder = load_encoder(args.encoder).to(procs.device)
+        # The fingerprint covers the whole dataset, so caches of different splits of one dataset share it.
+        workers = args.workers if args.workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
+        cache = extract_sharded(plan_shards(records, args.shard_size), encoder, args.out,
+                                dataset_fingerprint=dataset_fingerprint(dataset.records), rank=procs.rank,
+                                world_size=procs.world_size, barrier=procs.barrier, batch_size=args.batch_size,
+                                num_workers=workers, dtype=args.dtype, progress=not args.no_progress)
+    finally:
+        procs.close()
+    if not procs.is_main:
+        return 0
     wanted = {r.image_id for r in records}
     failed = len(wanted & set(cache.failed))
     print(f"{args.out}: {len(wanted) - failed} of {len(wanted)} images of split {args.split!r} encoded with "

@@ -1,17 +1,18 @@
 """`data check`: everything wrong with a dataset, found before hours of training depend on it."""
 from __future__ import annotations
 
+import io
 import os
 import statistics
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from captionkit.data.formats import read_dataset
+from captionkit.data.formats import SHARDED, read_dataset
 from captionkit.data.formats.common import Problem
 from captionkit.data.images import load_image
-from captionkit.data.records import SPLITS, Record
+from captionkit.data.records import SPLITS, Record, ShardImage
 from captionkit.data.text import word_tokenize
 from captionkit.errors import ImageLoadError
 
@@ -37,7 +38,7 @@ def find_images(records: list[Record]) -> tuple[list[Record], list[Record]]:
     return found, missing
 
 
-def _decode_error(path: Path, max_pixels: int | None) -> str | None:
+def _decode_error(path: Path | ShardImage | BinaryIO, max_pixels: int | None) -> str | None:
     """Why the image at `path` cannot be used, or None when it decodes."""
     try:
         load_image(path, max_pixels=max_pixels)
@@ -54,11 +55,63 @@ def _length_stats(lengths: list[int]) -> dict[str, float]:
             "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
 
 
+def _decode_all(records: list[Record], max_pixels: int | None, progress: bool) -> list[tuple[Record, str]]:
+    """(record, why) for each record whose image does not decode; shard images are streamed shard by shard."""
+    from tqdm.auto import tqdm
+
+    from captionkit.data.shards import TAR_SUFFIXES
+
+    in_tars = [r for r in records if r.image_member is not None and r.image_path.name.lower().endswith(TAR_SUFFIXES)]
+    tar_ids = {id(r) for r in in_tars}
+    others = [r for r in records if id(r) not in tar_ids]
+    failures: list[tuple[Record, str]] = []
+    bar = tqdm(total=len(records), unit="img", desc="decoding", disable=not progress or len(records) < 2)
+    # PIL decodes outside the GIL, so threads use every core on the one slow part of a check
+    with bar, ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        if in_tars:
+            from captionkit.data.stream import stream_tar_images
+
+            def decode(item: tuple[Record, bytes | str]) -> str | None:
+                if isinstance(item[1], str):
+                    return item[1]
+                data = io.BytesIO(item[1])
+                data.name = str(item[0].image)  # what load_image's errors name
+                return _decode_error(data, max_pixels)
+
+            streamed = stream_tar_images(in_tars)
+            pairs = ((item[0], error) for item, error in _zip_map(pool, decode, streamed))
+            for record, error in pairs:
+                bar.update(1)
+                if error is not None:
+                    failures.append((record, error))
+        for record, error in zip(others, pool.map(lambda r: _decode_error(r.image, max_pixels), others)):
+            bar.update(1)
+            if error is not None:
+                failures.append((record, error))
+    return failures
+
+
+def _zip_map(pool: ThreadPoolExecutor, fn: Any, items: Any, window: int = 64) -> Any:
+    """(item, fn(item)) in order, at most `window` in flight: Executor.map would read the whole stream first."""
+    from collections import deque
+
+    pending: deque = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) >= window:
+            head, future = pending.popleft()
+            yield head, future.result()
+    while pending:
+        head, future = pending.popleft()
+        yield head, future.result()
+
+
 def check_dataset(path: str | Path, format: str = "auto", *, decode_images: bool = True, max_pixels: int | None = None,
-                  examples: int = 10, **options: Any) -> dict[str, Any]:
+                  examples: int = 10, progress: bool = False, **options: Any) -> dict[str, Any]:
     """Read a dataset leniently and report everything `captionkit data check` prints, as one JSON-able dict.
 
-    Numbers: images_total (distinct image ids with captions), images_found / images_missing (image file present or
+    Numbers: shards (shard files read, sharded formats only) and corrupt_shards (cut short or with a corrupt
+    member: the samples before it are used), images_total (distinct image ids with captions), images_found / images_missing (image file present or
     not), images_unreadable (present but not decodable; only when decode_images), captions, splits (ids per split
     file when the dataset has split lists, else records per split), images_in_no_split, bogus_keys.
     `problems` lists reader problems (file and line) plus one entry per unreadable image and one summary entry
@@ -70,13 +123,9 @@ def check_dataset(path: str | Path, format: str = "auto", *, decode_images: bool
     found, missing = find_images(records)
     unreadable = []
     if decode_images:
-        # PIL decodes outside the GIL, so threads use every core on the one slow part of a check
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            errors = pool.map(lambda r: _decode_error(r.image_path, max_pixels), found)
-            for record, error in zip(found, errors):
-                if error is not None:
-                    unreadable.append(record)
-                    problems.append(Problem("unreadable_image", str(record.image_path), None, error))
+        for record, error in _decode_all(found, max_pixels, progress):
+            unreadable.append(record)
+            problems.append(Problem("unreadable_image", str(record.image), None, error))
     if missing:
         folders = sorted({str(r.image_path.parent) for r in missing})
         problems.append(Problem("missing_images", folders[0] if len(folders) == 1 else None, None,
@@ -99,6 +148,8 @@ def check_dataset(path: str | Path, format: str = "auto", *, decode_images: bool
         "format": dataset.format,
         "files": [str(f) for f in dataset.files],
         "split_source": result.split_source,
+        "shards": len(dataset.files) if dataset.format in SHARDED else None,
+        "corrupt_shards": kinds.get("corrupt_shard", 0),
         "images_total": len(records),
         "images_found": len(found),
         "images_missing": len(missing),

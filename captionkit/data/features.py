@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from captionkit import __version__
 from captionkit.data.images import load_image
-from captionkit.data.records import Record
+from captionkit.data.records import Record, ShardImage
 from captionkit.errors import FeatureCacheError, ImageLoadError
 from captionkit.models.encoders import ImageEncoder
 
@@ -223,9 +223,10 @@ def _write_shard(path: Path, features: Tensor, ids: list[str]) -> None:
 
 
 class _ImageFiles(Dataset):
-    """(image id, path) -> (id, pixels or None, failure reason or None); runs in DataLoader workers."""
+    """(image id, image file or ShardImage) -> (id, pixels or None, failure reason or None); runs in DataLoader
+    workers."""
 
-    def __init__(self, items: list[tuple[str, Path]], preprocess: Callable[[Image.Image], Tensor]) -> None:
+    def __init__(self, items: list[tuple[str, Path | ShardImage]], preprocess: Callable[[Image.Image], Tensor]) -> None:
         self.items = items
         self.preprocess = preprocess
 
@@ -324,24 +325,30 @@ def extract_features(records: Iterable[Record], encoder: ImageEncoder, out_dir: 
     shard file is committed.
     """
     writer = CacheWriter(out_dir, encoder.describe(), encoder.feature_shape, dataset_fingerprint, dtype)
-    images: dict[str, Path] = {}
+    images: dict[str, Path | ShardImage] = {}
     for r in records:  # one entry per image however many captions (or duplicate records) it has
-        images.setdefault(r.image_id, r.image_path)
+        images.setdefault(r.image_id, r.image)
     todo = [(i, p) for i, p in images.items() if not writer.is_done(i)]
     if len(todo) < len(images):
         logger.info("feature cache %s: %d of %d images already done, %d to go", writer.out,
                     len(images) - len(todo), len(images), len(todo))
     # Missing files are recorded up front rather than sent through the workers, where (in a partly downloaded
     # dataset) they would leave most batches nearly empty.
-    failed = {i: f"missing file {p}" for i, p in todo if not p.is_file()}
+    failed = {i: f"missing file {p}" for i, p in todo if not _exists(p)}
     if failed:
         writer.commit([], None, failed)
         todo = [(i, p) for i, p in todo if i not in failed]
     if todo:
         was_training = encoder.training
         encoder.eval()
+        def commit(chunk: int, ids: list[str], features: Tensor | None, chunk_failed: dict[str, str]) -> None:
+            path = writer.commit(ids, features, chunk_failed)
+            if path is not None and on_shard is not None:
+                on_shard(path)
+
+        chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
         try:
-            failed.update(_run(todo, encoder, writer, batch_size, num_workers, shard_size, progress, on_shard))
+            failed.update(_run(chunks, encoder, writer.dtype, batch_size, num_workers, progress, commit))
         finally:
             encoder.train(was_training)
     if failed:
@@ -351,12 +358,20 @@ def extract_features(records: Iterable[Record], encoder: ImageEncoder, out_dir: 
     return writer.finish()
 
 
-def _run(todo: list[tuple[str, Path]], encoder: ImageEncoder, writer: CacheWriter, batch_size: int,
-         num_workers: int, shard_size: int, progress: bool, on_shard: Callable[[Path], None] | None
-         ) -> dict[str, str]:
-    """Encode `todo` shard by shard; batches never straddle two shards, so a shard commits when its last batch lands."""
+def _exists(image: Path | ShardImage) -> bool:
+    return (image.shard if isinstance(image, ShardImage) else image).is_file()
+
+
+Commit = Callable[[int, list[str], "Tensor | None", dict[str, str]], None]
+
+
+def _run(chunks: list[list[tuple[str, Path | ShardImage]]], encoder: ImageEncoder, dtype: torch.dtype,
+         batch_size: int, num_workers: int, progress: bool, commit: Commit) -> dict[str, str]:
+    """Encode the images of each chunk; batches never straddle two chunks, so `commit(chunk number, ids,
+    (len(ids), *shape) features or None, {id: reason})` runs as soon as a chunk's last batch lands."""
     device = next(encoder.parameters()).device
-    chunk_sizes = [min(shard_size, len(todo) - s) for s in range(0, len(todo), shard_size)]
+    todo = [item for chunk in chunks for item in chunk]
+    chunk_sizes = [len(chunk) for chunk in chunks]
     batches, start = [], 0
     for size in chunk_sizes:
         batches += [list(range(start + b, start + min(b + batch_size, size))) for b in range(0, size, batch_size)]
@@ -364,17 +379,21 @@ def _run(todo: list[tuple[str, Path]], encoder: ImageEncoder, writer: CacheWrite
     loader = DataLoader(_ImageFiles(todo, encoder.preprocess), batch_sampler=batches, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if num_workers else None)
-    sizes = iter(chunk_sizes)
-    size, seen = next(sizes), 0
+    pending = [(k, size) for k, size in enumerate(chunk_sizes) if size]
+    for k, size in enumerate(chunk_sizes):
+        if not size:
+            commit(k, [], None, {})
+    chunk, size = pending.pop(0) if pending else (0, 0)
+    seen = 0
     ids: list[str] = []
     rows: list[Tensor] = []
-    failed: dict[str, str] = {}  # this shard's
+    failed: dict[str, str] = {}  # this chunk's
     failed_all: dict[str, str] = {}
     bar = tqdm(total=len(todo), unit="img", desc="features", disable=not progress, smoothing=0.1)
     with bar, torch.inference_mode():
         for batch_ids, pixels, batch_failed in loader:
             if pixels is not None:
-                rows.append(encoder(pixels.to(device, non_blocking=True)).to(writer.dtype).cpu())  # (B, *shape)
+                rows.append(encoder(pixels.to(device, non_blocking=True)).to(dtype).cpu())  # (B, *shape)
                 ids += batch_ids
             failed.update(batch_failed)
             seen += len(batch_ids) + len(batch_failed)
@@ -383,9 +402,7 @@ def _run(todo: list[tuple[str, Path]], encoder: ImageEncoder, writer: CacheWrite
                 failed_all.update(batch_failed)
                 bar.set_postfix(failed=len(failed_all))
             if seen == size:
-                path = writer.commit(ids, torch.cat(rows) if rows else None, failed)
-                if path is not None and on_shard is not None:
-                    on_shard(path)
+                commit(chunk, ids, torch.cat(rows) if rows else None, failed)
                 ids, rows, failed, seen = [], [], {}, 0
-                size = next(sizes, 0)
+                chunk, size = pending.pop(0) if pending else (0, 0)
     return failed_all

@@ -225,6 +225,13 @@ class InputShard:
     name: str  # file-name safe: the shard's file name without suffix, or part-00003
     records: tuple[Record, ...]
 
+    @property
+    def digest(self) -> str:
+        """16 hex digits naming exactly which images this shard holds: work done for another set is redone."""
+        import hashlib
+
+        return hashlib.sha256("\n".join(r.image_id for r in self.records).encode()).hexdigest()[:16]
+
 
 def plan_shards(records: Sequence[Record], chunk_size: int = 1024) -> list[InputShard]:
     """Distinct images of `records` grouped into input shards, deterministically: records inside shard files go by

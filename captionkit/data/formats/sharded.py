@@ -41,11 +41,11 @@ class _Splits:
             return normalize_split(given)
         return hash_split(image_id, self.seed, self.fractions) if self.fallback == "hash" else None
 
-    def source(self, column: str | None) -> str:
+    def source(self, given_by: str) -> str:
         if self.fixed is not None:
             return f"option split={self.fixed} (every image)"
         if self.from_data:
-            return f"column {column!r}" if column else "the Hugging Face split names"
+            return given_by
         return hash_split_source(self.seed, self.fractions) if self.fallback == "hash" else "none"
 
 
@@ -114,7 +114,7 @@ def read_webdataset(spec: str | Path, problems: ProblemLog, *, split: str | None
             collect.add(sample.key, shard, sample.image, [caption], split_name, str(shard))
     root = shards[0].parent
     return ReadResult(make_dataset(list(collect.records.values()), root, "webdataset", shards), problems.problems,
-                      None, splits.source(None))
+                      None, splits.source('the "split" field of KEY.json'))
 
 
 def _json_meta(raw: bytes | None, shard: Path, key: str, problems: ProblemLog) -> dict[str, Any]:
@@ -143,7 +143,8 @@ def read_parquet(spec: str | Path, problems: ProblemLog, *, image_column: str | 
     for shard in shards:
         _read_table_shard(shard, columns, splits, collect, None)
     return ReadResult(make_dataset(list(collect.records.values()), shards[0].parent, "parquet", shards),
-                      problems.problems, None, splits.source(columns.split))
+                      problems.problems, None,
+                      splits.source(f"column {columns.split!r}" if columns.split else "the Hugging Face split names"))
 
 
 def read_hf(spec: str | Path, problems: ProblemLog, *, image_column: str | None = None,
@@ -163,7 +164,8 @@ def read_hf(spec: str | Path, problems: ProblemLog, *, image_column: str | None 
         _read_table_shard(shard, columns, splits, collect, hf_split)
     root = files[0][0].parent
     return ReadResult(make_dataset(list(collect.records.values()), root, "hf", [f for f, _ in files]),
-                      problems.problems, None, splits.source(columns.split))
+                      problems.problems, None,
+                      splits.source(f"column {columns.split!r}" if columns.split else "the Hugging Face split names"))
 
 
 def _hf_arrow_files(spec: str, revision: str | None) -> list[tuple[Path, str | None]]:

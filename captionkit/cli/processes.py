@@ -1,0 +1,37 @@
+"""The processes of a launch (torchrun / accelerate launch, or one plain process): rank, count, device, barrier."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Processes:
+    rank: int
+    world_size: int
+    device: torch.device
+    barrier: Callable[[], None]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def close(self) -> None:
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def launch_processes(device: str | None = None) -> Processes:
+    """One plain process (no process group) unless launched by torchrun/accelerate (WORLD_SIZE > 1); then
+    accelerate's PartialState joins the group, on CPU with gloo when there is no GPU (without cpu=True the
+    processes would each run alone)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return Processes(0, 1, torch.device(chosen), lambda: None)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return Processes(state.process_index, state.num_processes, state.device, state.wait_for_everyone)
