@@ -11,11 +11,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from captionkit.config import ConfigError
+from captionkit.data.records import ShardImage
 from captionkit.decoding import DecodingConfig, generate
 from captionkit.models.base import CaptionModel, TextTokenizer
 from captionkit.models.encoders import ImageEncoder, load_encoder
 
-ImageInput = Union[str, "os.PathLike[str]", Image.Image]
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, ShardImage]  # ShardImage: an image inside a dataset shard
 
 
 def default_device() -> torch.device:
@@ -102,7 +103,7 @@ class Captioner:
     def caption(self, images_or_paths: ImageInput | Sequence[ImageInput], batch_size: int = 16,
                 progress: bool = False, **decoding: Any) -> list[str]:
         """One caption per image (a path, a PIL image, or a list of them), decoded as `decoding` says."""
-        items = [images_or_paths] if isinstance(images_or_paths, (str, os.PathLike, Image.Image)) \
+        items = [images_or_paths] if isinstance(images_or_paths, (str, os.PathLike, Image.Image, ShardImage)) \
             else list(images_or_paths)
         if batch_size < 1:
             raise ConfigError(f"caption: batch_size must be >= 1, got {batch_size}")
@@ -122,6 +123,8 @@ def _load(image: ImageInput) -> Image.Image:
 
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
+    if isinstance(image, ShardImage):
+        return load_image(image)
     if isinstance(image, (str, os.PathLike)):
         return load_image(Path(image))
     raise TypeError(f"expected an image path or a PIL image, got {type(image).__name__}")

@@ -1,4 +1,5 @@
-"""`captionkit caption MODEL_DIR PATH...`: caption image files, folders and globs."""
+"""`captionkit caption MODEL_DIR PATH...`: caption image files, folders and globs; with --dataset, a whole dataset
+by input shard (under torchrun, shards split across processes), resumable, into OUT/captions.jsonl."""
 from __future__ import annotations
 
 import argparse
@@ -9,15 +10,24 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from captionkit.cli.common import add_decoding_arguments, decoding_overrides
+from captionkit.cli.common import add_dataset_arguments, add_decoding_arguments, decoding_overrides, parse_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("caption", help="caption images (files, folders, globs)",
-                       description="Caption images. Prints `path<TAB>caption` or writes JSONL/CSV with --out.")
+    p = sub.add_parser("caption", help="caption images (files, folders, globs) or a whole dataset",
+                       description="Caption images. Prints `path<TAB>caption` or writes JSONL/CSV with --out. With "
+                                   "--dataset SOURCE --out DIR: caption every image of the dataset shard by shard "
+                                   "into DIR/<shard>.jsonl (under torchrun / accelerate launch, each process takes "
+                                   "every N-th shard; a rerun skips finished shards), then join them in input order "
+                                   "into DIR/captions.jsonl; unreadable images are listed in DIR/unreadable.json.")
     p.add_argument("model_dir", help="a captionkit model directory (e.g. RUN_DIR/model)")
-    p.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--out", help="write results to FILE.jsonl or FILE.csv instead of printing")
+    p.add_argument("paths", nargs="*", help="image files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", help="write results to FILE.jsonl or FILE.csv instead of printing; with --dataset, the "
+                                 "output folder")
+    add_dataset_arguments(p, required=False)
+    p.add_argument("--split", default="all", help="with --dataset: images of this split only (default: all)")
+    p.add_argument("--shard-size", type=int, default=1024,
+                   help="with --dataset: images per input shard of a folder dataset (shard files go by file)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--keep-going", action="store_true", help="exit 0 even if some images could not be read")
@@ -33,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from captionkit.decoding import DecodingConfig
     from captionkit.batch_caption import caption_files, expand_image_paths
 
+    if args.dataset is not None:
+        return _run_dataset(args)
+    if not args.paths:
+        raise FileNotFoundError("give image files, folders or globs to caption, or --dataset SOURCE --out DIR")
     paths = expand_image_paths(args.paths)
     captioner = captionkit.load(args.model_dir, device=args.device)
     decoding = decoding_overrides(args)
@@ -56,6 +70,36 @@ def run(args: argparse.Namespace) -> int:
     print(f"captioned {len(rows)} of {len(paths)} images, {failed} failed"
           + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
     return 1 if failed and not args.keep_going else 0
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    import captionkit
+    from captionkit.bulk_caption import caption_shards
+    from captionkit.cli.processes import launch_processes
+    from captionkit.config import ConfigError
+    from captionkit.data.formats import load_dataset
+    from captionkit.data.records import DatasetError
+    from captionkit.data.shards import plan_shards
+
+    if not args.out or args.paths:
+        raise ConfigError("--dataset SOURCE needs --out DIR (a folder for the per-shard files) and no image paths")
+    records = load_dataset(args.dataset, args.format, **parse_options(args.option)).split(args.split)
+    if not records:
+        raise DatasetError(f"{args.dataset}: no images in split {args.split!r}")
+    procs = launch_processes(args.device)
+    try:
+        captioner = captionkit.load(args.model_dir, device=procs.device)
+        result = caption_shards(captioner, plan_shards(records, args.shard_size), args.out, model=str(args.model_dir),
+                                rank=procs.rank, world_size=procs.world_size, barrier=procs.barrier,
+                                batch_size=args.batch_size, progress=True, **decoding_overrides(args))
+    finally:
+        procs.close()
+    if not procs.is_main:
+        return 0
+    print(f"captioned {result.captioned} images, {len(result.unreadable)} unreadable"
+          + (f" (listed in {Path(args.out) / 'unreadable.json'})" if result.unreadable else "")
+          + f"; wrote {result.out}", file=sys.stderr)
+    return 1 if result.unreadable and not args.keep_going else 0
 
 
 def _write_rows(out: Path, rows: list[dict], model: str, settings: dict) -> None:

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from captionkit.cli.common import add_decoding_arguments, decoding_overrides
+from captionkit.cli.common import add_dataset_arguments, add_decoding_arguments, decoding_overrides, parse_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "RUN_DIR/eval/<split>/ (RUN_DIR = the parent of MODEL_DIR when it is "
                                    "RUN_DIR/model).")
     p.add_argument("model_dir", help="a captionkit model directory (e.g. RUN_DIR/model)")
-    p.add_argument("--dataset", required=True, help="dataset folder or caption file (any format captionkit reads)")
+    add_dataset_arguments(p)
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--out", help="a run directory (results go to OUT/eval/<split>) or the folder to write into")
     p.add_argument("--batch-size", type=int, default=16)
@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate_model(args.model_dir, args.dataset, args.split, decoding_overrides(args), args.out,
                             batch_size=args.batch_size, device=args.device, metrics=args.metrics,
-                            tokenizer=args.tokenizer)
+                            tokenizer=args.tokenizer, dataset_format=args.format,
+                            dataset_options=parse_options(args.option))
     notes = [f"tokenizer: {result.info['tokenizer']}", *result.info["skipped"].values()]
     print(f"captionkit: evaluated {result.info['images_scored']} images; " + "; ".join(notes)
           + f"; wrote {result.out_dir}", file=sys.stderr)

@@ -34,4 +34,5 @@ def launch_processes(device: str | None = None) -> Processes:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
-    return Processes(state.process_index, state.num_processes, state.device, state.wait_for_everyone)
+    device = state.device if state.device.type != "cpu" else torch.device("cpu")  # not "cpu:0": safetensors refuses it
+    return Processes(state.process_index, state.num_processes, device, state.wait_for_everyone)

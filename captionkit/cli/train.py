@@ -5,6 +5,8 @@ import argparse
 import os
 from pathlib import Path
 
+from captionkit.cli.common import add_dataset_arguments, parse_options
+
 EPILOG = """examples:
   captionkit train --preset tiny-clipcap-mlp --dataset data/synth --out runs/tiny
   captionkit train --config run.yaml --set train.lr=1e-4 --set train.epochs=5
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "then the flags below, then --set overrides.")
     p.add_argument("--config", help="run config file (YAML or JSON): model, encoder, dataset, train, eval, out")
     p.add_argument("--preset", help="start from a named preset (see `captionkit models list`)")
-    p.add_argument("--dataset", help="dataset directory or file")
+    add_dataset_arguments(p, required=False)
     p.add_argument("--out", help="run directory (RUN_DIR)")
     p.add_argument("--features", help="feature cache directory (default: RUN_DIR/../features/<encoder>-<dataset>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -41,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
         config_file = Path(args.out) / "resolved_config.json"
     if config_file is None and args.preset is None:
         raise ConfigError("give --preset NAME (see `captionkit models list`) or --config FILE")
+    options = parse_options(args.option)  # --option K=V is --set dataset_options.K=V
     config = load_run_config(config_file, args.preset, args.overrides, dataset=args.dataset, out=args.out,
-                             features=args.features)
+                             features=args.features, dataset_format=None if args.format == "auto" else args.format,
+                             dataset_options=options or None)
     model_dir = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
         print(f"model: {model_dir}")

@@ -45,6 +45,8 @@ def resolve_out_dir(out: str | os.PathLike | None, model_dir: str | os.PathLike,
 
 def _scenes_for(dataset: str | os.PathLike) -> dict[str, dict] | None:
     path = Path(dataset)
+    if not path.exists():  # a brace pattern of shards or hf:NAME
+        return None
     folder = path if path.is_dir() else path.parent
     if not (folder / "scenes.json").is_file():
         return None
@@ -56,7 +58,8 @@ def _scenes_for(dataset: str | os.PathLike) -> dict[str, dict] | None:
 def evaluate_model(model_dir: str | os.PathLike, dataset: str | os.PathLike, split: str = "test",
                    decoding: Mapping[str, Any] | None = None, out_dir: str | os.PathLike | None = None, *,
                    batch_size: int = 16, device: str | None = None, metrics: str | list[str] | None = None,
-                   tokenizer: str = "auto", progress: bool = True) -> EvalResult:
+                   tokenizer: str = "auto", progress: bool = True, dataset_format: str = "auto",
+                   dataset_options: Mapping[str, Any] | None = None) -> EvalResult:
     """Caption `split` of `dataset` with the model in `model_dir` and write the eval files (see module doc)."""
     import captionkit
     from captionkit.config import to_dict
@@ -67,7 +70,7 @@ def evaluate_model(model_dir: str | os.PathLike, dataset: str | os.PathLike, spl
 
     decoding = dict(decoding or {})
     settings = to_dict(DecodingConfig(**decoding))  # validates the options before any captioning
-    data = load_dataset(dataset)
+    data = load_dataset(dataset, dataset_format, **dict(dataset_options or {}))
     records = data.split(split)
     usable = data.with_images(records)
     if not usable:
@@ -78,7 +81,7 @@ def evaluate_model(model_dir: str | os.PathLike, dataset: str | os.PathLike, spl
         log.warning("%s: %d of %d %s images are missing (e.g. %s); evaluating the %d present", dataset,
                     len(missing), len(records), split, ", ".join(missing[:3]), len(usable))
     captioner = captionkit.load(str(model_dir), device=device)
-    texts = captioner.caption([r.image_path for r in usable], batch_size=batch_size, progress=progress, **decoding)
+    texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding)
     captions = {r.image_id: str(t) for r, t in zip(usable, texts)}
     scenes = _scenes_for(dataset)
     names = None if metrics is None else resolve_metrics(metrics)

@@ -100,7 +100,7 @@ class PixelSource:
     """Image id -> preprocessed pixels (3, H, W) for models that own their encoder (input_kind "pixels")."""
 
     def __init__(self, records: Sequence[Record], preprocess: Callable[[Any], Tensor]) -> None:
-        self.paths = {r.image_id: r.image_path for r in records}
+        self.paths = {r.image_id: r.image for r in records}  # a file, or an image inside a dataset shard
         self.preprocess = preprocess
 
     def __call__(self, image_id: str) -> Tensor:
