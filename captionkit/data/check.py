@@ -163,7 +163,7 @@ def check_dataset(path: str | Path, format: str = "auto", *, decode_images: bool
         "bogus_keys": kinds.get("bogus_key", 0),
         "empty_captions": kinds.get("empty_caption", 0),
         "duplicate_captions": kinds.get("duplicate_caption", 0),
-        "missing_examples": [str(r.image_path) for r in missing[:examples]],
-        "unreadable_examples": [str(r.image_path) for r in unreadable[:examples]],
+        "missing_examples": [str(r.image) for r in missing[:examples]],
+        "unreadable_examples": [str(r.image) for r in unreadable[:examples]],
         "problems": [p.to_dict() for p in problems],
     }
