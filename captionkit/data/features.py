@@ -1,4 +1,4 @@
-"""Feature caches: every distinct image encoded once into safetensors shards, resumable, memory-mapped on read.
+"""Feature caches: every distinct image encoded once into safetensors shards, resumable, read row by row from disk.
 
 Layout of a cache directory:
   shard-00000.safetensors  tensor "features" (rows, *feature_shape), float32 or float16; metadata "ids" (JSON list)
@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import struct
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -36,6 +37,7 @@ from captionkit.models.encoders import ImageEncoder
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+OPEN_SHARDS = 64  # shard files a FeatureCache keeps open
 INDEX = "index.json"
 FORMAT = "captionkit-features"
 FORMAT_VERSION = 1
@@ -63,14 +65,17 @@ def dataset_fingerprint(records: Iterable[Record]) -> str:
 
 
 class FeatureCache:
-    """A finished (or partly finished) cache directory, read through memory maps: opening costs two JSON reads;
-    rows are read from disk when asked for."""
+    """A finished (or partly finished) cache directory: opening costs two JSON reads; rows are read from disk when
+    asked for, with positioned reads (pread) rather than memory maps, so a training epoch over a cache larger than
+    memory keeps the process's resident memory flat: the pages read live in the kernel's page cache, which it
+    evicts as needed, not in this process (a memory map grew resident memory by the whole cache, 1 GB for 1M rows
+    of 512 float16: benchmarks/results/scale.md)."""
 
     def __init__(self, directory: Path, manifest: dict[str, Any], index: dict[str, list[int]]) -> None:
         self.directory = directory
         self.manifest = manifest
         self._index = index
-        self._maps: dict[int, np.ndarray] = {}
+        self._maps: OrderedDict[int, _ShardRows] = OrderedDict()  # the most recently read shards, open
 
     @classmethod
     def open(cls, directory: str | os.PathLike, expect_encoder: str | None = None,
@@ -87,8 +92,8 @@ class FeatureCache:
         return cls(directory, manifest, _read_index(directory, manifest))
 
     def __getstate__(self) -> dict[str, Any]:
-        # memory maps are reopened on first use in the receiving process (pickling one would copy its data)
-        return {**self.__dict__, "_maps": {}}
+        # shard files are reopened on first use in the receiving process
+        return {**self.__dict__, "_maps": OrderedDict()}
 
     @property
     def ids(self) -> list[str]:
@@ -119,7 +124,7 @@ class FeatureCache:
     def get(self, image_id: str, dtype: torch.dtype = torch.float32) -> Tensor:
         """(*feature_shape) features of one image."""
         shard, row = self._locate(image_id)
-        return torch.from_numpy(np.array(self._map(shard)[row])).to(dtype)
+        return torch.from_numpy(self._map(shard).read([row])[0]).to(dtype)
 
     def get_many(self, ids: Sequence[str], dtype: torch.dtype = torch.float32) -> Tensor:
         """(N, *feature_shape) features of `ids`, in that order; one fancy-indexed read per shard."""
@@ -131,7 +136,7 @@ class FeatureCache:
             positions.append(position)
             rows.append(row)
         for shard, (positions, rows) in by_shard.items():
-            out[positions] = torch.from_numpy(np.asarray(self._map(shard)[rows])).to(dtype)
+            out[positions] = torch.from_numpy(self._map(shard).read(rows)).to(dtype)
         return out
 
     def _locate(self, image_id: str) -> tuple[int, int]:
@@ -144,25 +149,57 @@ class FeatureCache:
                                     f"the cache holds {len(self)} images") from None
         return shard, row
 
-    def _map(self, shard: int) -> np.ndarray:
-        if shard not in self._maps:
-            self._maps[shard] = _memmap_features(self.directory / shard_name(shard))
-        return self._maps[shard]
+    def _map(self, shard: int) -> "_ShardRows":
+        if shard in self._maps:
+            self._maps.move_to_end(shard)
+            return self._maps[shard]
+        self._maps[shard] = rows = _ShardRows(self.directory / shard_name(shard))
+        if len(self._maps) > OPEN_SHARDS:  # thousands of shards must not exhaust the open-file limit
+            self._maps.popitem(last=False)
+        return rows
 
 
 def shard_name(number: int) -> str:
     return f"shard-{number:05d}.safetensors"
 
 
-def _memmap_features(path: Path) -> np.ndarray:
-    """Memory-map the "features" tensor of a safetensors file. Written by hand (an 8-byte little-endian header size,
-    a JSON header, then raw data) because safetensors' own readers return whole tensors, not row-addressable maps."""
-    with open(path, "rb") as f:
-        (header_size,) = struct.unpack("<Q", f.read(8))
-        info = json.loads(f.read(header_size))["features"]
-    begin, _ = info["data_offsets"]
-    return np.memmap(path, dtype=_NUMPY_DTYPES[info["dtype"]], mode="r", offset=8 + header_size + begin,
-                     shape=tuple(info["shape"]))
+class _ShardRows:
+    """Rows of the "features" tensor of a safetensors shard, read with os.pread (no file offset is shared, so forked
+    DataLoader workers may use one descriptor). Written by hand (an 8-byte little-endian header size, a JSON header,
+    then raw row-major data) because safetensors' own readers return whole tensors, not rows."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            (header_size,) = struct.unpack("<Q", f.read(8))
+            info = json.loads(f.read(header_size))["features"]
+        self.dtype = np.dtype(_NUMPY_DTYPES[info["dtype"]])
+        self.shape = tuple(info["shape"])
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.start = 8 + header_size + info["data_offsets"][0]
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read(self, rows: Sequence[int]) -> np.ndarray:
+        """(len(rows), *shape[1:]) array of those rows, in that order; runs of consecutive rows are one read."""
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        i = 0
+        while i < len(rows):
+            j = i + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                j += 1
+            size = (j - i) * self.row_bytes
+            data = os.pread(self.fd, size, self.start + rows[i] * self.row_bytes)
+            if len(data) != size or not 0 <= rows[i] or rows[j - 1] >= self.shape[0]:
+                raise FeatureCacheError(f"rows {rows[i]}..{rows[j - 1]} are outside shard {self.shape} (truncated "
+                                        "file?); re-extract the cache")
+            flat[i:j] = np.frombuffer(data, dtype=np.uint8).reshape(j - i, -1)
+            i = j
+        return out
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
 
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
