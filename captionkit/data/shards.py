@@ -155,8 +155,6 @@ def _open_tar(path: Path) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
 
 def _table_column(path: Path, column: str) -> Any:
     """One column of a parquet or arrow shard as a pyarrow ChunkedArray (arrow files are memory-mapped)."""
-    import pyarrow as pa
-
     if path.name.lower().endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -265,8 +263,6 @@ def rank_shards(shards: Sequence[InputShard], rank: int, world_size: int) -> lis
 
 def iter_table_rows(path: Path, columns: list[str], batch_rows: int = 4096) -> Iterator[dict[str, Any]]:
     """The rows of a parquet or arrow shard restricted to `columns`, streamed batch by batch."""
-    import pyarrow as pa
-
     if path.name.lower().endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -281,8 +277,6 @@ def iter_table_rows(path: Path, columns: list[str], batch_rows: int = 4096) -> I
 
 def table_columns(path: Path) -> dict[str, str]:
     """{column name: arrow type as text} of a parquet or arrow shard, from its schema alone."""
-    import pyarrow as pa
-
     if path.name.lower().endswith(".parquet"):
         import pyarrow.parquet as pq
 

@@ -1,6 +1,4 @@
-"""Fixtures of the scale tests: a tiny synthetic dataset as WebDataset shards and as parquet files, and the
-environment of a torchrun subprocess."""
-import os
+"""Fixtures of the scale tests: a tiny synthetic dataset as WebDataset shards and as parquet files, a tiny model."""
 import sys
 from pathlib import Path
 
@@ -27,18 +25,6 @@ def wds_dir(synth: Path, tmp_path: Path) -> Path:
 def parquet_dir(synth: Path, tmp_path: Path) -> Path:
     write_parquet(synth, tmp_path / "parquet", per_file=6)
     return tmp_path / "parquet"
-
-
-def subprocess_env() -> dict[str, str]:
-    """Offline, one thread per process, this repository importable."""
-    repo = str(HERE.parents[1])
-    path = os.pathsep.join(p for p in (repo, str(HERE), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
-            "TOKENIZERS_PARALLELISM": "false"}
-
-
-def torchrun(*args: str, nproc: int = 2) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
 
 
 @pytest.fixture(scope="session")

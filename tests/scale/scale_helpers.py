@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 import tarfile
 from pathlib import Path
 
 from captionkit.data.formats import load_dataset
 from captionkit.data.synthetic import write_synthetic_dataset
+
+HERE = Path(__file__).resolve().parent
 
 
 def synthetic(tmp: Path, images: int = 12) -> Path:
@@ -65,3 +69,15 @@ def truncate(shard: Path, keep_fraction: float = 0.6) -> None:
     """Cut a shard short, as an interrupted download leaves it."""
     data = shard.read_bytes()
     shard.write_bytes(data[:int(len(data) * keep_fraction)])
+
+
+def subprocess_env() -> dict[str, str]:
+    """Offline, one thread per process, this repository importable."""
+    repo = str(HERE.parents[1])
+    path = os.pathsep.join(p for p in (repo, str(HERE), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]

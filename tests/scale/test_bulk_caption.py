@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from captionkit.cli import main
-from conftest import HERE, subprocess_env, torchrun
+from scale_helpers import HERE, subprocess_env, torchrun
 
 
 def _rows(out):

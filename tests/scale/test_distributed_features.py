@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from captionkit.cli import main
 from captionkit.data.features import FeatureCache
-from conftest import subprocess_env, torchrun
+from scale_helpers import subprocess_env, torchrun
 
 ENCODER = "vgg16-small:fc2"
 
