@@ -34,6 +34,10 @@ RESUME_NAME = "resume.pt"  # model, optimizer, schedule and RNG after the last f
 @dataclass
 class ClipPretrainConfig:
     init: str | None = None  # hub id / dir of a pretrained CLIP to adapt; None = a new model of the sizes below
+    # LiT (Zhai et al. 2022, "locked-image tuning"): a CLIP directory whose image side (vision tower + image
+    # projection, e.g. pretrained as a classifier by `encoder pretrain`) is loaded and locked; only a new text tower
+    # learns, contrastively, to meet its embeddings. None: both towers train from `init` or from scratch.
+    image_tower: str | None = None
     image_size: int = 96
     patch_size: int = 16
     width: int = 128  # hidden size of both towers
@@ -88,16 +92,17 @@ def train_clip_tokenizer(captions: list[str], num_merges: int, directory: Path) 
     return hf.clip_tokenizer(str(directory))
 
 
-def _new_model(cfg: ClipPretrainConfig, tokenizer: Any) -> torch.nn.Module:
+def _new_model(cfg: ClipPretrainConfig, tokenizer: Any, vision_config: dict[str, Any] | None = None,
+               projection_dim: int | None = None) -> torch.nn.Module:
     vocab = tokenizer.get_vocab()
     tower = {"hidden_size": cfg.width, "intermediate_size": 4 * cfg.width, "num_hidden_layers": cfg.layers,
              "num_attention_heads": cfg.heads}
     config = {
-        "projection_dim": cfg.projection_dim,
+        "projection_dim": projection_dim or cfg.projection_dim,
         "text_config": {**tower, "vocab_size": len(vocab), "max_position_embeddings": cfg.max_text_tokens,
                         "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
                         "pad_token_id": vocab["<|endoftext|>"]},
-        "vision_config": {**tower, "image_size": cfg.image_size, "patch_size": cfg.patch_size},
+        "vision_config": vision_config or {**tower, "image_size": cfg.image_size, "patch_size": cfg.patch_size},
         **cfg.extra,
     }
     return hf.new_clip_model(config)
@@ -130,9 +135,12 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
 
     train_pixels = pixels(train)
     dev_pixels = pixels(dev[:256]) if dev else None
+    # a locked image side gives every image one fixed embedding: computed once, not once per step
+    train_embeds = _image_embeds(model, train_pixels) if cfg.image_tower else None
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
                                                  * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     first_epoch = 0
@@ -157,10 +165,13 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
             idx = order[start:start + cfg.batch_size]
             ids, mask = hf.clip_tokenize(tokenizer, [random.choice(train[i].captions) for i in idx.tolist()],
                                          cfg.max_text_tokens)
-            loss = hf.clip_contrastive_loss(model, train_pixels[idx], ids, mask)
+            if train_embeds is not None:
+                loss = hf.clip_contrastive_loss_from_image_embeds(model, train_embeds[idx], ids, mask)
+            else:
+                loss = hf.clip_contrastive_loss(model, train_pixels[idx], ids, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             schedule.step()
             bar.update(1)
@@ -193,7 +204,26 @@ def _build(cfg: ClipPretrainConfig, captions: list[str], out: Path, resumed: boo
         tokenizer = hf.clip_tokenizer(str(out / "tokenizer"))
     else:
         tokenizer = train_clip_tokenizer(captions, cfg.tokenizer_merges, out / "tokenizer")
+    if cfg.image_tower:
+        locked, processor, _ = hf.load_clip(cfg.image_tower)
+        model = _new_model(cfg, tokenizer, vision_config=hf.clip_vision_config(locked),
+                           projection_dim=int(locked.config.projection_dim))
+        hf.copy_clip_image_side(locked, model)
+        model.requires_grad_(False)
+        for p in hf.clip_text_parameters(model):
+            p.requires_grad_(True)
+        return model, processor, tokenizer
     return _new_model(cfg, tokenizer), hf.new_clip_image_processor(cfg.image_size), tokenizer
+
+
+@torch.no_grad()
+def _image_embeds(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """(N, 3, S, S) -> (N, projection_dim) embeddings of the (locked) image side, in eval mode."""
+    was_training = model.training
+    model.eval()
+    embeds = torch.cat([hf.clip_image_embeds(model, pixels[i:i + batch]) for i in range(0, len(pixels), batch)])
+    model.train(was_training)
+    return embeds
 
 
 def _check_same_settings(out: Path, settings: dict[str, Any]) -> None:

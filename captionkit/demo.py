@@ -1,5 +1,11 @@
-"""The main job on the built-in demo data: make data, pretrain the encoders, train both model families, evaluate,
-compare with a blind baseline, write the report. Every step reuses its finished output when run again."""
+"""The main job on the built-in demo data: make data, align a CLIP text tower to the shipped image tower, train both
+model families on the shipped pretrained encoders, evaluate, compare with a blind baseline, write the report.
+Every step reuses its finished output when run again.
+
+The encoders are pretrained, as real captioners' are: VGG16 on ImageNet labels and CLIP on web image-text pairs.
+Offline, their analogues are a VGG16-bn-layout network and a CLIP image tower trained as multi-label classifiers on
+a labelled stream of generated scenes (`data/scene_stream.py`, never the caption dataset's images), shipped in
+`captionkit/pretrained/` and made by `captionkit demo --pretrain-encoders` (`pretrain_demo_encoders`)."""
 from __future__ import annotations
 
 import json
@@ -17,16 +23,17 @@ from captionkit.config import to_dict, write_resolved_config
 log = logging.getLogger(__name__)
 
 # Demo presets in training order, each with the --set overrides that point it at what earlier steps made:
-# {clip} = the CLIP pretrained contrastively on the demo data; {vgg} = the VGG-style encoder the merge model trains
-# end to end from pixels (exported after it); {gpt2} = the GPT-2 the MLP run fine-tunes, frozen in the transformer
-# run the way ClipCap freezes pretrained GPT-2.
+# {vgg_fc2}, {vgg_conv5_3} = the pretrained VGG's features (shipped weights: `vgg16-bn-small:fc2@demo`); {clip} = the CLIP whose text tower the demo aligns to the
+# shipped image tower (LiT); {gpt2} = the GPT-2 the MLP run fine-tunes, frozen in the transformer run the way
+# ClipCap freezes pretrained GPT-2.
 DEMO_MODELS: dict[str, list[str]] = {
-    "demo-show-tell-merge": [],
-    "demo-show-attend-tell": ["encoder=vgg16-small:conv5_3@{vgg}"],
+    "demo-show-tell-merge": ["encoder={vgg_fc2}"],
+    "demo-show-attend-tell": ["encoder={vgg_conv5_3}"],
     "demo-clipcap-mlp": ["encoder=clip:{clip}"],
     "demo-clipcap-transformer": ["encoder=clip:{clip}", "model.gpt2={gpt2}", "model.tokenizer={gpt2}"],
 }
-NEEDS = {"{vgg}": "demo-show-tell-merge", "{gpt2}": "demo-clipcap-mlp"}
+NEEDS = {"{gpt2}": "demo-clipcap-mlp"}
+SHIPPED_CLIP_IMAGE_TOWER = "captionkit:demo-clip-vision"
 
 
 @dataclass
@@ -36,8 +43,11 @@ class DemoConfig:
     size: int = 128  # image side in pixels
     seed: int = 0
     models: list[str] = field(default_factory=lambda: list(DEMO_MODELS))
-    # 96 px images in 32 px patches: one patch per cell of the synthetic scenes' 3x3 grid, and 10 tokens per image
-    clip: ClipPretrainConfig = field(default_factory=lambda: ClipPretrainConfig(image_size=96, patch_size=32))
+    vgg_kind: str = "vgg16-bn-small"
+    vgg_weights: str = "demo"  # shipped; a path to other weights; "" = random (tests)
+    # LiT: a text tower learns from the demo captions to meet the shipped, locked CLIP image tower
+    clip: ClipPretrainConfig = field(default_factory=lambda: ClipPretrainConfig(
+        image_tower=SHIPPED_CLIP_IMAGE_TOWER, epochs=15, lr=1e-3, warmup_steps=50))
     split: str = "test"
     decoding: dict[str, Any] = field(default_factory=dict)  # captionkit.decoding.DecodingConfig fields
     overrides: dict[str, list[str]] = field(default_factory=dict)  # preset name -> ["train.epochs=1", ...]
@@ -83,26 +93,28 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     data = out / "data"
     data_key = [cfg.images, cfg.size, cfg.seed]
     steps.run("data", lambda: _make_data(data, cfg), key=data_key)
-    made = {"{clip}": (out / "clip").resolve(), "{vgg}": (out / "vgg16-small.pth").resolve(),
-            "{gpt2}": (out / "gpt2").resolve()}
-    made_by: dict[str, Any] = {}  # placeholder -> the key of the step that made it: a change there reaches here
+    made = {"{clip}": (out / "clip").resolve(), "{gpt2}": (out / "gpt2").resolve()}
+    encoders = {f"{{vgg_{f}}}": cfg.vgg_kind + f":{f}" + (f"@{cfg.vgg_weights}" if cfg.vgg_weights else "")
+                for f in ("fc2", "conv5_3")}
+    made_by: dict[str, Any] = {p: [spec, _weights_stamp(spec)] for p, spec in encoders.items()}
+    log.info("[demo] pretrained encoders: %s and the CLIP image tower %s%s", ", ".join(encoders.values()),
+             cfg.clip.image_tower, " (shipped in captionkit/pretrained, made by `captionkit demo --pretrain-encoders`)"
+             if cfg.vgg_weights == "demo" else "")
     models = _ordered(cfg.models)
     if any("{clip}" in o for m in models for o in DEMO_MODELS[m]):
         from captionkit.clip_pretrain import pretrain_clip
 
-        made_by["{clip}"] = [data_key, to_dict(cfg.clip)]
+        made_by["{clip}"] = [data_key, to_dict(cfg.clip),
+                             _weights_stamp(f"clip:{cfg.clip.image_tower}") if cfg.clip.image_tower else ""]
         steps.run("clip-pretrain", lambda: pretrain_clip(data, made["{clip}"], cfg.clip), key=made_by["{clip}"],
                   outputs=(made["{clip}"],))
     for name in models:
         run_dir = out / name
-        overrides = [_fill(o, made) for o in DEMO_MODELS[name]] + list(cfg.overrides.get(name, []))
-        uses = [made_by[p] for p in made if any(p in o for o in DEMO_MODELS[name])]
+        overrides = [_fill(o, made, encoders) for o in DEMO_MODELS[name]] + list(cfg.overrides.get(name, []))
+        uses = [made_by[p] for p in made_by if any(p in o for o in DEMO_MODELS[name])]
         train_key = [data_key, overrides, uses]
         steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=train_key,
                   outputs=(run_dir,))
-        if name == NEEDS["{vgg}"]:
-            made_by["{vgg}"] = train_key
-            steps.run("export-vgg", lambda: _export_vgg(run_dir, made["{vgg}"]), key=train_key)
         if name == NEEDS["{gpt2}"]:
             made_by["{gpt2}"] = train_key
             steps.run("export-gpt2", lambda: _export_gpt2(run_dir, made["{gpt2}"]), key=train_key)
@@ -114,10 +126,18 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     return results
 
 
-def _fill(override: str, made: dict[str, Path]) -> str:
-    for placeholder, path in made.items():
-        override = override.replace(placeholder, str(path))
+def _fill(override: str, made: dict[str, Path], encoders: dict[str, str]) -> str:
+    for placeholder, value in [*made.items(), *encoders.items()]:
+        override = override.replace(placeholder, str(value))
     return override
+
+
+def _weights_stamp(spec: str) -> str:
+    """Names, sizes and times of the weight files an encoder spec reads: shipped weights made anew redo every step
+    that used the old ones."""
+    from captionkit.training.data import local_weights_stamp
+
+    return local_weights_stamp(spec)
 
 
 def _ordered(models: list[str]) -> list[str]:
@@ -141,20 +161,6 @@ def _train(preset: str, data: Path, run_dir: Path, overrides: list[str]) -> None
 
     config = load_run_config(preset=preset, overrides=overrides, dataset=str(data), out=str(run_dir))
     train(config, resume=True)  # resumes an interrupted demo run; starts fresh when there is no checkpoint
-
-
-def _export_vgg(run_dir: Path, path: Path) -> None:
-    """Save the merge model's end-to-end trained VGG-style encoder in torchvision's key layout, so the attention
-    model can read its conv5_3 grid as a frozen, cached encoder (`vgg16-small:conv5_3@PATH`)."""
-    import torch
-
-    from captionkit.models.model_dir import load_model_dir
-    from captionkit.models.vgg import VARIANTS, VGG16
-
-    encoder = load_model_dir(run_dir / "model").model.image_encoder
-    network = VGG16(VARIANTS["vgg16-small"])  # the full layout; its last (class logits) layer is never read
-    network.load_state_dict(encoder.state_dict(), strict=False)
-    torch.save(network.state_dict(), path)
 
 
 def _export_gpt2(run_dir: Path, out: Path) -> None:

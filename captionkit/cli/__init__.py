@@ -11,6 +11,7 @@ from typing import Sequence
 COMMAND_MODULES = [
     "captionkit.cli.data",       # data check | synth | convert
     "captionkit.cli.features",   # features extract | info
+    "captionkit.cli.encoder",    # encoder pretrain
     "captionkit.cli.clip",       # clip pretrain
     "captionkit.cli.models",     # models list
     "captionkit.cli.train",      # train

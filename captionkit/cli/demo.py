@@ -14,6 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", help="comma-separated subset of the demo presets")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a DemoConfig field, e.g. --set images=600 --set clip.epochs=5")
+    p.add_argument("--pretrain-encoders", action="store_true",
+                   help="instead of the demo: pretrain the demo's encoders as classifiers on the labelled scene "
+                        "stream (fixed seed, resumable under OUT/encoders) and install them into the package "
+                        "(captionkit/pretrained/), where the demo reads them")
     p.set_defaults(func=run)
 
 
@@ -21,6 +25,14 @@ def run(args: argparse.Namespace) -> int:
     from captionkit.config import load_config
     from captionkit.demo import DemoConfig, format_table, run_demo
 
+    if args.pretrain_encoders:
+        from captionkit.demo_encoders import DemoEncodersConfig, pretrain_demo_encoders
+
+        installed = pretrain_demo_encoders(f"{args.out}/encoders", load_config(DemoEncodersConfig, args.config,
+                                                                               args.overrides))
+        for name, path in installed.items():
+            print(f"installed the demo's {name} encoder: {path}")
+        return 0
     overrides = list(args.overrides) + [f"out={args.out}"]
     if args.models:
         overrides.append(f"models=[{args.models}]")

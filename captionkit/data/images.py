@@ -18,6 +18,7 @@ from captionkit.errors import ImageLoadError
 # Formats captionkit decodes (PIL's JPEG opener also covers MPO, the multi-picture JPEG of many cameras). Others
 # are refused rather than handed to every PIL plugin, which keeps the attack surface of user uploads small.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}  # the file names searched in folders
 # Errors PIL's decoders raise on bad input (SyntaxError and struct.error come from some plugins' header parsing).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 

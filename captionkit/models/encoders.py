@@ -1,6 +1,8 @@
 """Image encoders behind one interface (image -> features), built from a spec string `KIND:SOURCE`."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +46,42 @@ def parse_spec(spec: str) -> tuple[str, str]:
         raise ValueError(f"encoder spec {spec!r}: expected KIND:SOURCE, e.g. clip:openai/clip-vit-base-patch32 "
                          f"or vgg16:fc2; kinds: {', '.join(encoder_kinds())}")
     return kind, source
+
+
+MAX_UP = 3  # RUN/NAME/model -> RUN/clip is two levels up
+
+
+def _path_part(source: str) -> tuple[str, str]:
+    """(prefix, path-or-name): the part of an encoder source that may be a local path (after the last "@")."""
+    head, at, tail = source.rpartition("@")
+    return head + at, tail
+
+
+def relative_spec(spec: str | None, base: str | Path) -> str | None:
+    """The spec with an absolute local path in it rewritten relative to `base` ("./x" or "../x") when the path is
+    near `base` (at most MAX_UP levels up: a model directory's run and the runs beside it), so a folder of runs can
+    be moved or shared whole; other paths and hub ids stay as they are."""
+    if not spec or ":" not in spec:
+        return spec
+    kind, source = parse_spec(spec)
+    prefix, tail = _path_part(source)
+    if not Path(tail).is_absolute():
+        return spec
+    relative = os.path.relpath(tail, Path(base).resolve())
+    if relative.split(os.sep)[:MAX_UP + 1].count("..") > MAX_UP:
+        return spec
+    return f"{kind}:{prefix}{relative if relative.startswith('..') else './' + relative}"
+
+
+def absolute_spec(spec: str | None, base: str | Path) -> str | None:
+    """Undo `relative_spec`: a "./x" or "../x" path in the spec is resolved against `base`."""
+    if not spec or ":" not in spec:
+        return spec
+    kind, source = parse_spec(spec)
+    prefix, tail = _path_part(source)
+    if not tail.startswith(("./", "../")):
+        return spec
+    return f"{kind}:{prefix}{(Path(base) / tail).resolve()}"
 
 
 def load_encoder(spec: str, **options: Any) -> ImageEncoder:

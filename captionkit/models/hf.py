@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from captionkit.config import ConfigError
 from captionkit.models.encoders import ImageEncoder
+from captionkit.pretrained import packaged_path
 from captionkit.registry import UnknownNameError, register_encoder, register_tokenizer
 
 PACKAGED_PREFIX = "captionkit:"  # `captionkit:tiny-gpt2` names captionkit/presets/hf/tiny-gpt2.json
@@ -44,7 +45,11 @@ def packaged_configs() -> list[str]:
 
 
 def resolve_source(source: str) -> HFSource:
-    """`captionkit:NAME` or `PATH.json` -> a config source; anything else is a hub id or directory."""
+    """`captionkit:NAME` or `PATH.json` -> a config source; shipped weights (captionkit/pretrained) and anything
+    else -> a hub id or directory."""
+    shipped = packaged_path("clip", source)
+    if shipped is not None:
+        return HFSource(str(shipped))
     if source.startswith(PACKAGED_PREFIX):
         name = source[len(PACKAGED_PREFIX):]
         if name not in packaged_configs():
@@ -279,7 +284,9 @@ def load_clip(source: str, tokenizer: str | None = None) -> tuple[nn.Module, Any
         model = new_clip_model(src.config)
         processor = new_clip_image_processor(int(model.config.vision_config.image_size))
     else:
-        model = _from_pretrained(CLIPModel, source, "CLIP")
+        source = src.text  # a shipped name resolves to its folder
+        # fp32 whatever the file holds (shipped weights are fp16 on disk to keep the package small)
+        model = _from_pretrained(CLIPModel, source, "CLIP").float()
         processor = _from_pretrained(_image_processor_class(), source, "CLIP image processor")
     tok = None
     if tokenizer is not None:
@@ -322,6 +329,40 @@ def _embeds(output: Any) -> Tensor:
 def clip_image_embeds(model: nn.Module, pixel_values: Tensor) -> Tensor:
     """(B, 3, H, W) -> (B, projection_dim) projected image embeddings (not normalised)."""
     return _embeds(model.get_image_features(pixel_values=pixel_values))
+
+
+def clip_image_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of CLIP's image side: the vision tower and the image projection."""
+    return [*model.vision_model.parameters(), *model.visual_projection.parameters()]
+
+
+def clip_text_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of CLIP's text side and the shared temperature: what LiT trains."""
+    return [*model.text_model.parameters(), *model.text_projection.parameters(), model.logit_scale]
+
+
+def clip_vision_config(model: nn.Module) -> dict[str, Any]:
+    """The vision tower's architecture as a CLIPVisionConfig dict (to build another CLIP around the same tower)."""
+    return {k: v for k, v in model.config.vision_config.to_dict().items()
+            if k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
+                     "patch_size", "num_channels", "hidden_act", "layer_norm_eps", "projection_dim")}
+
+
+def copy_clip_image_side(source: nn.Module, target: nn.Module) -> None:
+    """Copy the vision tower and image projection of one CLIPModel into another of the same vision shapes."""
+    target.vision_model.load_state_dict(source.vision_model.state_dict())
+    target.visual_projection.load_state_dict(source.visual_projection.state_dict())
+
+
+def clip_contrastive_loss_from_image_embeds(model: nn.Module, image_embeds: Tensor, input_ids: Tensor,
+                                            attention_mask: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric InfoNCE loss with the image embeddings given (a locked image side computes them once):
+    cosine similarities scaled by the learnt temperature, pairs on the diagonal."""
+    text = nn.functional.normalize(clip_text_embeds(model, input_ids, attention_mask), dim=-1)
+    image = nn.functional.normalize(image_embeds, dim=-1)
+    logits = model.logit_scale.exp() * image @ text.T  # (B, B) image -> text
+    labels = torch.arange(len(logits), device=logits.device)
+    return 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
 
 
 def clip_text_embeds(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:

@@ -14,6 +14,7 @@ from safetensors.torch import load_model, save_model
 
 from captionkit.config import to_dict
 from captionkit.models.base import CaptionModel, TextTokenizer, build_model
+from captionkit.models.encoders import absolute_spec, relative_spec
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -47,7 +48,7 @@ def save_model_dir(directory: str | Path, model: CaptionModel, tokenizer: TextTo
         config = {
             "model_type": model.model_type,
             "model": model_config_data(model),
-            "encoder": encoder,
+            "encoder": relative_spec(encoder, directory),  # a moved run directory keeps working
             "tokenizer_type": tokenizer.tokenizer_type,
             **(extra or {}),
         }
@@ -105,5 +106,5 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
                             f"missing keys {sorted(missing)[:5]}, unexpected keys {sorted(unexpected)[:5]}")
     tokenizer = get_tokenizer_class(config["tokenizer_type"]).from_pretrained(str(directory))
     model.to(device).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, encoder=config.get("encoder"), config=config,
-                       directory=directory)
+    return LoadedModel(model=model, tokenizer=tokenizer, encoder=absolute_spec(config.get("encoder"), directory),
+                       config=config, directory=directory)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +13,19 @@ from torch import Tensor, nn
 
 from captionkit.errors import CheckpointError
 from captionkit.models.encoders import ImageEncoder
+from captionkit.pretrained import PACKAGED, packaged_path
 from captionkit.registry import UnknownNameError, register_encoder
 
-# The file behind torchvision's VGG16_Weights.IMAGENET1K_V1; "397923af" starts its SHA-256 (check_hash verifies it).
-IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+# The files behind torchvision's VGG16_Weights.IMAGENET1K_V1 and VGG16_BN_Weights.IMAGENET1K_V1; the hex part of
+# each name starts its SHA-256 (check_hash verifies it).
+# kind -> weights name -> URL; weights shipped in the package (the demo's) are listed in captionkit/pretrained
+PUBLISHED = {"vgg16": {"imagenet": "https://download.pytorch.org/models/vgg16-397923af.pth"},
+             "vgg16-bn": {"imagenet": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"}}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's configuration "D": conv widths, "M" = 2x2 max-pool; five blocks of 2, 2, 3, 3, 3 convolutions.
 VGG16_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
                                        512, 512, 512, "M", 512, 512, 512, "M")
-CONV5_3_END = 30  # features[:30] ends with the ReLU after conv5_3, before the last max-pool
 FEATURE_KINDS = ("fc2", "conv5_3")
 
 
@@ -31,6 +34,7 @@ class VGGVariant:
     """Sizes of one VGG16-shaped network and of its ImageNet-style preprocessing."""
 
     width_divisor: int = 1  # every conv width is VGG16's divided by this
+    batch_norm: bool = False  # torchvision's vgg16_bn layout: Conv2d, BatchNorm2d, ReLU for every convolution
     fc_width: int = 4096
     num_classes: int = 1000
     resize: int = 256  # shorter side before the centre crop
@@ -51,6 +55,12 @@ VARIANTS = {
     # to 112 px and centre-cropped to 112 (a square image is kept whole: no object at its edge is cut), 512-wide FC
     # layers, 100 classes: fc2 is (512,), conv5_3 is a 7x7 grid of 64 channels, i.e. (49, 64).
     "vgg16-small": VGGVariant(width_divisor=8, fc_width=512, num_classes=100, resize=112, crop=112),
+    "vgg16-bn": VGGVariant(batch_norm=True),
+    # The demo's pretrained encoder (captionkit/pretrained/): vgg16_bn's layout with 1/4 of the channels (16..128),
+    # 256-wide FC layers, 112 px (conv5_3 is a 7x7 grid of 128 channels, (49, 128)), and one output per label of
+    # the demo's labelled scene stream (data/scene_stream.py) instead of ImageNet's 1,000 classes.
+    "vgg16-bn-small": VGGVariant(width_divisor=4, batch_norm=True, fc_width=256, num_classes=131, resize=112,
+                                 crop=112),
 }
 
 
@@ -66,7 +76,10 @@ class VGG16(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
                 out_channels = int(item) // variant.width_divisor
-                layers += [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+                if variant.batch_norm:
+                    layers.append(nn.BatchNorm2d(out_channels))
+                layers.append(nn.ReLU(inplace=True))
                 in_channels = out_channels
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
@@ -75,6 +88,7 @@ class VGG16(nn.Module):
             nn.Linear(variant.fc_width, variant.fc_width), nn.ReLU(True), nn.Dropout(p=0.5),
             nn.Linear(variant.fc_width, variant.num_classes),
         )
+        self.variant = variant
         if not self.features[0].weight.is_meta:  # built on the meta device to be loaded: nothing to initialise
             self._init_weights(torch.Generator().manual_seed(seed))
 
@@ -88,6 +102,14 @@ class VGG16(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def conv5_3_end(self) -> int:
+        """features[:conv5_3_end] ends with the ReLU after conv5_3, before the last max-pool (30; 43 with BN)."""
+        return len(self.features) - 1
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised pixels -> (B, num_classes) logits."""
@@ -95,29 +117,66 @@ class VGG16(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def load_weights(net: VGG16, weights: str) -> None:
-    """Load "imagenet" (torchvision's published file, downloaded once into torch's hub cache, hash checked) or a
-    local state-dict file into `net`, strictly; a file that does not fit names the first mismatching key."""
-    if weights == "imagenet":
-        try:
-            state = torch.hub.load_state_dict_from_url(IMAGENET_URL, map_location="cpu", check_hash=True)
-        except (OSError, RuntimeError) as exc:  # no network, or a download whose hash does not match
-            raise CheckpointError(f"could not fetch VGG16 ImageNet weights from {IMAGENET_URL} ({exc}); download the "
-                                  f"file elsewhere and pass its path: vgg16:fc2@/path/to/vgg16-397923af.pth") from exc
-        source = IMAGENET_URL
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise CheckpointError(f"VGG weights file {path} does not exist; pass the path of a state-dict file such "
-                                  f"as torchvision's vgg16-397923af.pth, or @imagenet to download it")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a torch state-dict file ({exc})") from exc
-        source = str(path)
+def load_weights(net: VGG16, weights: str, kind: str = "vgg16") -> None:
+    """Load published weights by name ("imagenet": torchvision's file, downloaded once into torch's hub cache and
+    hash checked; "demo": the demo's pretrained encoder shipped in the package) or a local state-dict file
+    (.pth or .safetensors) into `net`, strictly; a file that does not fit names the first mismatching key."""
+    load_state(net, *read_weights(weights, kind))
+
+
+def load_state(net: VGG16, state: dict[str, Tensor], source: str) -> None:
+    """Load a state dict into `net` strictly (CheckpointError names the first mismatching key)."""
+    for key, tensor in net.state_dict().items():  # files older than BatchNorm's step counter (vgg16_bn's) lack it
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(tensor, device="cpu")
     check_state_dict(net, state, source)
     # assign=True: a network built on the meta device (no wasted random init) takes the loaded tensors as they are
-    net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    net.load_state_dict({k: v if k.endswith("num_batches_tracked") else v.float() for k, v in state.items()},
+                        strict=True, assign=True)
+
+
+def read_weights(weights: str, kind: str) -> tuple[dict[str, Tensor], str]:
+    """(state dict, where it came from) for a published name or a file (see `load_weights`)."""
+    if weights in PUBLISHED.get(kind, {}):
+        source = PUBLISHED[kind][weights]
+        return _fetch(source, kind), source
+    shipped = packaged_path(kind, weights)
+    if shipped is not None:
+        if not shipped.is_file():
+            raise CheckpointError(f"{kind}@{weights}: the shipped weights {shipped} are missing from this install; "
+                                  "make them with `captionkit demo --pretrain-encoders`")
+        return _read_state(shipped), f"{kind}@{weights}"
+    if weights in ("imagenet", "demo"):
+        named = ", ".join([*(f"{k}@{w}" for k, ws in PUBLISHED.items() for w in ws),
+                           *(f"{k}@{n}" for k, n in PACKAGED if k in VARIANTS)])
+        raise CheckpointError(f"{kind} has no published weights named {weights!r} (published: {named}); use "
+                              f"{kind}:FEATURE (random) or @PATH")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"VGG weights file {path} does not exist; pass the path of a state-dict file such "
+                              f"as torchvision's vgg16-397923af.pth, or @imagenet to download it")
+    return _read_state(path), str(path)
+
+
+def _fetch(url: str, kind: str) -> dict[str, Tensor]:
+    try:
+        return dict(torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True))
+    except (OSError, RuntimeError) as exc:  # no network, or a download whose hash does not match
+        raise CheckpointError(f"could not fetch {kind} ImageNet weights from {url} ({exc}); download the file "
+                              f"elsewhere and pass its path: {kind}:fc2@/path/to/{url.rsplit('/', 1)[1]}") from exc
+
+
+def _read_state(path: Path) -> dict[str, Tensor]:
+    """A state dict from a .safetensors file or a torch .pth file (read with weights_only: no code runs)."""
+    if not path.is_file():
+        raise CheckpointError(f"VGG weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a torch state-dict file (.pth or .safetensors) ({exc})") from exc
 
 
 def check_state_dict(net: nn.Module, state: Any, source: str) -> None:
@@ -189,7 +248,7 @@ class VGGEncoder(ImageEncoder):
         self.weights = weights
         self.preprocessor = ImageNetPreprocess(variant.resize, variant.crop)
         if feature == "conv5_3":
-            self.features = net.features[:CONV5_3_END]
+            self.features = net.features[:net.conv5_3_end]
             self.feature_shape = (variant.grid * variant.grid, variant.channels)
         else:
             self.features = net.features
@@ -206,26 +265,28 @@ class VGGEncoder(ImageEncoder):
             return x.flatten(2).transpose(1, 2).contiguous()  # (B, L, C)
         return self.classifier(torch.flatten(self.avgpool(x), 1))  # (B, fc_width)
 
-    def conv_blocks(self) -> list[list[nn.Conv2d]]:
-        """The convolutions of the five blocks, bottom to top (a block ends at a max-pool)."""
-        blocks: list[list[nn.Conv2d]] = [[]]
+    def conv_blocks(self) -> list[list[nn.Module]]:
+        """The layers with weights (convolutions, and their batch norms in the BN layout) of the five blocks,
+        bottom to top (a block ends at a max-pool)."""
+        blocks: list[list[nn.Module]] = [[]]
         for m in self.features:
             if isinstance(m, nn.MaxPool2d):
                 blocks.append([])
-            elif isinstance(m, nn.Conv2d):
+            elif isinstance(m, (nn.Conv2d, nn.BatchNorm2d)):
                 blocks[-1].append(m)
         return [b for b in blocks if b]
 
     def set_trainable_blocks(self, n: int) -> "VGGEncoder":
         """Freeze everything, then enable gradients for the last `n` conv blocks (0-5) and, for fc2 and n > 0,
-        the two FC layers. The caller's .train()/.eval() decides dropout in the FC layers."""
+        the two FC layers. The caller's .train()/.eval() decides dropout in the FC layers (and whether batch norms
+        update their statistics)."""
         blocks = self.conv_blocks()
         if not 0 <= n <= len(blocks):
             raise ValueError(f"trainable VGG blocks must be 0..{len(blocks)}, got {n}")
         self.requires_grad_(False)
         for block in blocks[len(blocks) - n:]:
-            for conv in block:
-                conv.requires_grad_(True)
+            for layer in block:
+                layer.requires_grad_(True)
         if n > 0 and self.feature == "fc2":
             self.classifier.requires_grad_(True)
         return self
@@ -252,12 +313,16 @@ def build_vgg_encoder(kind: str, source: str) -> VGGEncoder:
         raise UnknownNameError(f"unknown {kind} feature {feature!r} in spec {kind}:{source}; valid: "
                                f"{', '.join(f'{kind}:{f}' for f in FEATURE_KINDS)} (optionally @imagenet or @PATH)")
     variant = VARIANTS[kind]
-    if weights == "imagenet" and kind != "vgg16":
-        raise CheckpointError(f"{kind} has no published weights; use {kind}:{feature} (random) or @PATH")
     if weights:
+        state, where = read_weights(weights, kind)
+        # the classifier's last layer has one output per class of whatever it was pretrained on (ImageNet's 1,000,
+        # a label set of `encoder pretrain`); the features never read it, so the file decides its size
+        last = state.get("classifier.6.weight")
+        if last is not None:
+            variant = replace(variant, num_classes=int(last.shape[0]))
         with torch.device("meta"):  # shapes only: every tensor comes from the weights file
             net = VGG16(variant)
-        load_weights(net, weights)
+        load_state(net, state, where)
     else:
         net = VGG16(variant, seed=0)
     return VGGEncoder(net, feature, f"{kind}:{source}", variant, weights or None)
@@ -273,3 +338,16 @@ def vgg16_encoder(source: str) -> VGGEncoder:
 def vgg16_small_encoder(source: str) -> VGGEncoder:
     """`vgg16-small:fc2` (512,) and `vgg16-small:conv5_3` (49, 64) at 112 px: the CPU demo's end-to-end encoder."""
     return build_vgg_encoder("vgg16-small", source)
+
+
+@register_encoder("vgg16-bn")
+def vgg16_bn_encoder(source: str) -> VGGEncoder:
+    """torchvision's vgg16_bn: `vgg16-bn:fc2@imagenet`, `vgg16-bn:conv5_3@/path/to/vgg16_bn-6c64b313.pth`."""
+    return build_vgg_encoder("vgg16-bn", source)
+
+
+@register_encoder("vgg16-bn-small")
+def vgg16_bn_small_encoder(source: str) -> VGGEncoder:
+    """`vgg16-bn-small:fc2@demo` (256,) and `vgg16-bn-small:conv5_3@demo` (49, 128) at 112 px: the demo's encoder,
+    pretrained as a multi-label classifier on the labelled scene stream (`captionkit demo --pretrain-encoders`)."""
+    return build_vgg_encoder("vgg16-bn-small", source)

@@ -34,7 +34,9 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, x_label
     points = [p for values in series.values() for p in values]
     if not points:
         return ""
-    legend_w = 120  # the legend sits right of the plot, never over a line
+    # the legend sits right of the plot, never over a line, as wide as its longest name (~7 px a character)
+    legend_w = max(120, 24 + 7 * max(len(name) for name in series))
+    width += legend_w - 120
     left, right, top, bottom = 56, 12 + legend_w, 28, 40
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_ticks, y_ticks = nice_ticks(min(xs), max(xs)), nice_ticks(min(ys), max(ys))
@@ -68,6 +70,6 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, x_label
                      f'<title>{escape(name)}: {x:g}, {_fmt(y)}</title></circle>' for x, y in values)
         lx, ly = left + plot_w + 10, top + 10 + 16 * i
         parts.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{lx + 14}" y="{ly}" class="legend">{escape(name[:18])}</text>')
+                     f'<text x="{lx + 14}" y="{ly}" class="legend">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -9,10 +9,12 @@ from html import escape
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Sequence
+from collections import Counter
+from typing import Any, Sequence
 
+from captionkit.data.scene_grammar import kind_counts, parse_objects
 from captionkit.report.charts import PALETTE, line_chart
-from captionkit.report.runs import RunData, load_references, load_run, unique_names
+from captionkit.report.runs import RunData, load_references, load_run, load_run_scenes, unique_names
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,9 @@ def decoding_table(runs: Sequence[RunData]) -> str:
                    + "".join(f"<td>{escape(str(r.decoding.get(k, '-')))}</td>" for k in keys) + "</tr>"
                    for r in runs)
     notes = "".join(f'<li>{escape(r.name)}: metrics tokenized with {escape(str(r.scoring.get("tokenizer", "?")))}'
-                    + "".join(f"; {escape(s)}" for s in (r.scoring.get("skipped") or {}).values()) + "</li>"
-                    for r in runs if r.scoring)
+                    "</li>" for r in runs if r.scoring)
+    skipped = list(dict.fromkeys(s for r in runs for s in (r.scoring.get("skipped") or {}).values()))
+    notes += "".join(f"<li>{escape(s)}</li>" for s in skipped)  # the same note for every run: said once
     return (f'<table id="decoding"><thead><tr><th>model</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
             + (f'<ul class="note">{notes}</ul>' if notes else ""))
 
@@ -120,15 +123,47 @@ def _refs(refs: list[str]) -> str:
         f"<li>{escape(r)}</li>" for r in refs) + "</ol></details>"
 
 
+def _objects_text(objects: Counter) -> str:
+    return ", ".join(f"{n} {colour or '?'} {shape}" for (colour, shape), n in sorted(objects.items(), key=str))
+
+
+def _scene_line(scene: dict[str, Any] | None) -> str:
+    if scene is None:
+        return ""
+    return f'<div class="scene"><b>true scene</b>: {escape(_objects_text(kind_counts(scene)))}</div>'
+
+
+def _object_check(caption: str | None, scene: dict[str, Any] | None) -> str:
+    """What the caption gets wrong against the true scene: objects it names that are not there (or too many of),
+    and objects it misses; a tick when it names exactly the scene's objects."""
+    if scene is None or caption is None:
+        return ""
+    named, actual = parse_objects(caption), kind_counts(scene)
+    wrong, missed = named - actual, actual - named
+    if not wrong and not missed:
+        return '<span class="objects ok" title="names exactly the objects in the scene">&#10003; objects right</span>'
+    parts = ([f'<span class="wrong" title="named but not in the scene">&#10007; {escape(_objects_text(wrong))}</span>']
+             if wrong else []) + (
+        [f'<span class="missed" title="in the scene but not named">missed: {escape(_objects_text(missed))}</span>']
+        if missed else [])
+    return f'<span class="objects">{" ".join(parts)}</span>'
+
+
 def examples_grid(runs: Sequence[RunData], ids: list[str], refs: dict[str, list[str]],
-                  thumbs: dict[str, str | None], colors: dict[str, str]) -> str:
+                  thumbs: dict[str, str | None], colors: dict[str, str],
+                  scenes: dict[str, dict[str, Any]] | None = None) -> str:
+    """A card per image: the picture, every run's caption (and, on synthetic data, the true scene with each
+    caption's wrong and missed objects marked), the references."""
+    scenes = scenes or {}
     cards = []
     for image_id in ids:
+        scene = scenes.get(image_id)
         captions = "".join(
             f'<li><span class="swatch" style="background:{colors[r.name]}"></span><b>{escape(r.name)}</b>: '
-            f'{escape(r.predictions.get(image_id, "-"))} {_item_cider(r, image_id)}</li>' for r in runs)
+            f'{escape(r.predictions.get(image_id, "-"))} {_item_cider(r, image_id)}'
+            f'{_object_check(r.predictions.get(image_id), scene)}</li>' for r in runs)
         cards.append(f'<div class="card" data-image="{escape(image_id)}">{_figure(image_id, thumbs.get(image_id))}'
-                     f'<ul class="captions">{captions}</ul>{_refs(refs.get(image_id, []))}</div>')
+                     f'{_scene_line(scene)}<ul class="captions">{captions}</ul>{_refs(refs.get(image_id, []))}</div>')
     return f'<div class="grid">{"".join(cards)}</div>'
 
 
@@ -147,6 +182,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, split: str | N
     unique_names(runs)
     colors = {run.name: PALETTE[i % len(PALETTE)] for i, run in enumerate(runs)}
     refs, image_paths, note = load_references(runs)
+    scenes = load_run_scenes(runs)
     common = sorted(set.intersection(*(set(r.predictions) for r in runs))) if runs else []
     step = max(len(common) // examples, 1) if examples else 1
     grid_ids = common[::step][:examples]  # spread over the sorted ids instead of the first few
@@ -160,13 +196,13 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, split: str | N
         ("curves", "Training curves", curves_section(runs, colors)),
         ("decoding", "Decoding settings", decoding_table(runs)),
         ("examples", "Examples", (f'<p class="note">{escape(note)}</p>' if note else "")
-         + examples_grid(runs, grid_ids, refs, thumbs, colors)),
+         + examples_grid(runs, grid_ids, refs, thumbs, colors, scenes)),
     ]
     for run in runs:
         best, worst = extremes_ids[run.name]
         if best:
-            body = (f"<h3>Best {len(best)}</h3>" + examples_grid([run], best, refs, thumbs, colors)
-                    + f"<h3>Worst {len(worst)}</h3>" + examples_grid([run], worst, refs, thumbs, colors))
+            body = (f"<h3>Best {len(best)}</h3>" + examples_grid([run], best, refs, thumbs, colors, scenes)
+                    + f"<h3>Worst {len(worst)}</h3>" + examples_grid([run], worst, refs, thumbs, colors, scenes))
             sections.append((f"extremes-{len(sections)}", f"Best and worst: {run.name}", body))
     nav = "".join(f'<a href="#{sid}">{escape(head)}</a>' for sid, head, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{escape(head)}</h2>{html}</section>' for sid, head, html in sections)

@@ -125,3 +125,18 @@ def load_references(runs: list[RunData]) -> tuple[dict[str, list[str]], dict[str
         return ({r.image_id: list(r.captions) for r in data.records},
                 {r.image_id: r.image_path for r in data.records}, None)
     return {}, {}, "no resolved_config.json names a dataset; examples show captions only"
+
+
+def load_run_scenes(runs: list[RunData]) -> dict[str, dict[str, Any]]:
+    """The true scenes of a synthetic dataset (scenes.json beside it) the runs were scored on, else {}."""
+    from captionkit.evaluation.object_f1 import load_scenes
+
+    for run in runs:
+        dataset = run.config.get("dataset")
+        if dataset and (Path(dataset) / "scenes.json").is_file():
+            try:
+                return load_scenes(dataset)
+            except DatasetError as exc:
+                log.warning("report: %s; examples without true scenes", exc)
+                return {}
+    return {}

@@ -205,9 +205,11 @@ def local_weights_stamp(encoder: str) -> str:
     """A short hash of the names, sizes and modification times of the local files an encoder spec reads its weights
     from (`clip:DIR`, `vgg16:fc2@FILE`); "" for a hub id or a random initialisation. Sizes and times, not contents:
     cheap on a 500 MB VGG16 file, and a retrained model is always written anew."""
-    _, _, source = encoder.partition(":")
+    from captionkit.pretrained import packaged_path
+
+    kind, _, source = encoder.partition(":")
     for candidate in (source.partition("@")[2], source):
-        path = Path(candidate).expanduser() if candidate else None
+        path = (packaged_path(kind, candidate) or Path(candidate).expanduser()) if candidate else None
         if path is not None and path.exists():
             files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
             digest = hashlib.blake2b(digest_size=4)

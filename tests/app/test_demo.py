@@ -16,9 +16,11 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = {name: list(TINY_TRAIN) for name in DEMO_MODELS}
     for name in ("demo-clipcap-mlp", "demo-clipcap-transformer"):
-        overrides[name].append("model.clip_dim=16")  # the tiny demo CLIP's embedding size
+        overrides[name].append("model.clip_dim=64")  # the tiny CLIP's embedding size
+    # random encoders of the demo's shapes instead of the shipped pretrained ones: this tests the steps, not quality
     config = {"images": 30, "size": 64, "decoding": {"max_new_tokens": 6}, "overrides": overrides,
-              "clip": {"epochs": 1, "image_size": 64, "width": 32, "layers": 1, "projection_dim": 16,
+              "vgg_weights": "",
+              "clip": {"image_tower": "captionkit:tiny-clip", "epochs": 1, "width": 32, "layers": 1,
                        "batch_size": 16}}
     config_file = tmp_path / "demo.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -30,7 +32,7 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     for scores in [*results["models"].values(), results["baselines"]["blind"]]:
         assert {"Bleu_4", "CIDEr", "ROUGE_L", "object_f1"} <= set(scores)
     assert "| demo-clipcap-mlp |" in printed and "baseline: blind" in printed
-    assert (out / "report.html").is_file() and (out / "vgg16-small.pth").is_file()
+    assert (out / "report.html").is_file()
     assert (out / "gpt2" / "config.json").is_file()
 
     markers = {p.name: p.stat().st_mtime_ns for p in (out / ".steps").iterdir()}

@@ -73,7 +73,7 @@ def test_wrong_weight_files_give_clear_errors(tmp_path):
     torch.save(state, tmp_path / "prefixed.pth")
     with pytest.raises(CheckpointError, match="missing key 'features.0.weight'"):
         load_encoder(f"vgg16-small:fc2@{tmp_path / 'prefixed.pth'}")
-    with pytest.raises(CheckpointError, match="no published weights"):
+    with pytest.raises(CheckpointError, match="no published weights named .imagenet."):
         load_encoder("vgg16-small:fc2@imagenet")
 
 

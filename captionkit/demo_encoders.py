@@ -1,0 +1,61 @@
+"""`captionkit demo --pretrain-encoders`: make the demo's shipped encoders (captionkit/pretrained/) from a fixed seed.
+
+Both are trained as multi-label classifiers on the labelled scene stream `synth:0` (data/scene_stream.py), the
+offline analogue of ImageNet: a VGG16-bn-layout network (`vgg16-bn-small`) and the image side of a small CLIP
+(`captionkit:demo-clip`, a ViT). The caption dataset's pictures are never among them. The weights are then written
+into the package in fp16 (small enough to ship), where `make demo` finds them.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from captionkit.encoder_pretrain import CLIP_DIR, VGG_WEIGHTS, EncoderPretrainConfig, pretrain_encoder
+from captionkit.pretrained import DIRECTORY, PACKAGED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoEncodersConfig:
+    vgg: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(
+        encoder="vgg16-bn-small", data="synth:0", steps=3000, batch_size=32, lr=1e-3, mixed_precision="no"))
+    clip: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(
+        encoder="clip:captionkit:demo-clip", data="synth:0", steps=3000, batch_size=64, lr=1e-3))
+
+
+def pretrain_demo_encoders(work: str | Path, config: DemoEncodersConfig | None = None,
+                           install: Path = DIRECTORY) -> dict[str, Path]:
+    """Pretrain both demo encoders under `work` (resumable), then write them into `install` (the package's
+    pretrained/ folder). Returns {name: installed path}."""
+    cfg = config or DemoEncodersConfig()
+    work = Path(work)
+    vgg_run = pretrain_encoder(work / "vgg", cfg.vgg)
+    clip_run = pretrain_encoder(work / "clip", cfg.clip)
+    install.mkdir(parents=True, exist_ok=True)
+    vgg_file = install / PACKAGED[("vgg16-bn-small", "demo")]
+    _write_fp16(vgg_run / VGG_WEIGHTS, vgg_file)
+    clip_dir = install / PACKAGED[("clip", "captionkit:demo-clip-vision")]
+    _install_clip(clip_run / CLIP_DIR, clip_dir)
+    for path in (vgg_file, clip_dir):
+        log.info("installed %s", path)
+    return {"vgg": vgg_file, "clip": clip_dir}
+
+
+def _write_fp16(source: Path, target: Path) -> None:
+    """Float tensors as fp16 (half the bytes; the loader reads them back as fp32), counters as they are."""
+    from safetensors.torch import load_file, save_file
+
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(source)).items()}
+    save_file(state, str(target))
+
+
+def _install_clip(source: Path, target: Path) -> None:
+    """The CLIP directory with its weights in fp16 (`hf.load_clip` reads them back as fp32)."""
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target)
+    for weights in target.glob("*.safetensors"):
+        _write_fp16(weights, weights)

@@ -1,0 +1,86 @@
+"""`encoder pretrain`: a classifier run writes an encoder the specs load, resumes exactly, refuses changed settings."""
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from captionkit.cli import main
+from captionkit.config import ConfigError
+from captionkit.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
+from captionkit.models import hf
+from captionkit.models.encoders import load_encoder
+from captionkit.training import checkpoint as ckpt
+
+TINY = dict(steps=4, batch_size=4, checkpoint_every_steps=2, num_workers=0, eval_images=4)
+
+
+def test_vgg_pretrained_on_class_folders_loads_as_an_encoder(tmp_path, capsys):
+    for name, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+        for i in range(3):
+            path = tmp_path / "data" / name / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40, 40), colour).save(path)
+    out = tmp_path / "vgg"
+    args = ["encoder", "pretrain", "--encoder", "vgg16-small", "--data", str(tmp_path / "data"), "--out", str(out),
+            *[f"--set={k}={v}" for k, v in TINY.items()]]
+    assert main(args) == 0
+    state = load_file(str(out / "weights.safetensors"))
+    assert state["classifier.6.weight"].shape == (2, 512)  # one output per class folder
+    encoder = load_encoder(f"vgg16-small:fc2@{out / 'weights.safetensors'}")
+    random_init = load_encoder("vgg16-small:fc2")
+    assert not torch.equal(encoder.features[0].weight, random_init.features[0].weight)
+    assert (out / "labels.json").read_text().strip() == '["blue", "red"]'
+    assert main(args) == 0  # finished: reused
+    assert "reusing" in capsys.readouterr().err or (out / "pretrain_done.json").is_file()
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    config = EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", **TINY)
+    whole = pretrain_encoder(tmp_path / "whole", config, progress=False)
+
+    save = ckpt.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        path = save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first checkpoint (step 2)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_encoder(tmp_path / "cut", config, progress=False)
+    monkeypatch.setattr(ckpt, "save_checkpoint", save)
+    assert not (tmp_path / "cut" / "pretrain_done.json").exists()
+    pretrain_encoder(tmp_path / "cut", config, progress=False)
+    a, b = load_file(str(whole / "weights.safetensors")), load_file(str(tmp_path / "cut" / "weights.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="lr"):
+        pretrain_encoder(tmp_path / "cut", EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", lr=0.1,
+                                                                 **TINY))
+
+
+def test_a_clip_image_tower_trains_and_lit_keeps_it_locked(tmp_path):
+    from captionkit.clip_pretrain import ClipPretrainConfig, pretrain_clip
+    from captionkit.data.synthetic import write_synthetic_dataset
+
+    tower = pretrain_encoder(tmp_path / "tower", EncoderPretrainConfig(encoder="clip:captionkit:tiny-clip",
+                                                                       data="synth:0", **TINY), progress=False)
+    before, _, _ = hf.load_clip("captionkit:tiny-clip")
+    trained, _, _ = hf.load_clip(str(tower / "clip"))
+    assert not torch.equal(before.vision_model.embeddings.patch_embedding.weight,
+                           trained.vision_model.embeddings.patch_embedding.weight)
+    assert torch.equal(before.text_model.embeddings.token_embedding.weight,
+                       trained.text_model.embeddings.token_embedding.weight)  # the text tower got no gradient
+
+    data = write_synthetic_dataset(tmp_path / "data", images=24, seed=0, size=64)
+    lit = pretrain_clip(data, tmp_path / "lit", ClipPretrainConfig(image_tower=str(tower / "clip"), epochs=2,
+                                                                   width=32, layers=1, batch_size=8,
+                                                                   warmup_steps=1), progress=False)
+    aligned, _, tokenizer = hf.load_clip(str(lit))
+    for name, tensor in trained.vision_model.state_dict().items():
+        assert torch.equal(tensor, aligned.vision_model.state_dict()[name]), name
+    assert torch.equal(trained.visual_projection.weight, aligned.visual_projection.weight)
+    assert tokenizer is not None and aligned.config.projection_dim == trained.config.projection_dim
+    # the encoder ClipCap reads gives exactly the locked tower's embedding
+    image = Image.new("RGB", (64, 64), (200, 40, 40))
+    a = load_encoder(f"clip:{tower / 'clip'}").encode_images([image])
+    b = load_encoder(f"clip:{lit}").encode_images([image])
+    torch.testing.assert_close(a, b)
