@@ -41,6 +41,15 @@ def caption_with_attention(captioner: Any, image: Image.Image, **decoding: Any) 
     return [captioner.tokenizer.decode([i]).strip() or f"<id {i}>" for i in ids], weights
 
 
+def crop_fraction_of(captioner: Any) -> float:
+    """The share of the image's shorter side that the captioner's encoder keeps (crop / resize of a
+    resize-then-centre-crop preprocessing); VGG16's 224/256 when the encoder does not say."""
+    preprocessor = getattr(captioner.encoder, "preprocessor", None)
+    if preprocessor is None:
+        return VGG_CROP_FRACTION
+    return preprocessor.crop / preprocessor.resize
+
+
 def encoder_view(image: Image.Image, crop_fraction: float = VGG_CROP_FRACTION) -> Image.Image:
     """The central square of `image` that a resize-then-centre-crop encoder sees (the grid covers exactly it)."""
     side = round(min(image.size) * crop_fraction)

@@ -118,14 +118,14 @@ def _write_rows(out: Path, rows: list[dict], model: str, settings: dict) -> None
 
 
 def _write_attention(captioner, paths: list[Path], out: str, decoding: dict) -> int:
-    from captionkit.attention_maps import caption_with_attention, render_attention_map
+    from captionkit.attention_maps import caption_with_attention, crop_fraction_of, render_attention_map
     from captionkit.data.images import load_image
 
     if len(paths) != 1:
         raise FileNotFoundError(f"--attention takes exactly one image, got {len(paths)}")
     image = load_image(paths[0])
     words, weights = caption_with_attention(captioner, image, **decoding)
-    render_attention_map(image, words, weights, out)
+    render_attention_map(image, words, weights, out, crop_fraction=crop_fraction_of(captioner))
     print(f"{paths[0]}\t{' '.join(words)}")
     print(f"wrote {out}", file=sys.stderr)
     return 0

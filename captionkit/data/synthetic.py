@@ -137,6 +137,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rotation: float) -> lis
     return [(cx + c * px - s * py, cy + s * px + c * py) for px, py in points]
 
 
+def object_mask(obj: dict[str, Any], size: int) -> np.ndarray:
+    """(size, size) float coverage in [0, 1] of one scene object, drawn as `render_scene` draws it (for measuring
+    where a model looks: the share of its attention that falls on an object)."""
+    big = size * SUPERSAMPLE
+    mask = Image.new("L", (big, big))
+    draw = ImageDraw.Draw(mask)
+    cx, cy, r = obj["x"] * big, obj["y"] * big, obj["radius"] * big
+    if obj["shape"] == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+    else:
+        draw.polygon(_polygon(obj["shape"], cx, cy, r, obj["rotation"]), fill=255)
+    return np.asarray(mask.reduce(SUPERSAMPLE), np.float32) / 255.0
+
+
 def render_scene(scene: dict[str, Any], rng: np.random.Generator, size: int = DEFAULT_SIZE) -> Image.Image:
     """Draw a scene as a size x size RGB image."""
     big = size * SUPERSAMPLE

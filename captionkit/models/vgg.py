@@ -1,6 +1,7 @@
 """VGG16 in torchvision's exact module layout (its ImageNet weights load unchanged) and the VGG image encoder."""
 from __future__ import annotations
 
+import math
 import pickle
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,6 +36,11 @@ class VGGVariant:
 
     width_divisor: int = 1  # every conv width is VGG16's divided by this
     batch_norm: bool = False  # torchvision's vgg16_bn layout: Conv2d, BatchNorm2d, ReLU for every convolution
+    dropout: float = 0.5  # of the two dropout layers in the classifier (no weights: the layout is unchanged)
+    # torchvision initialises the FC layers from N(0, 0.01): at 4096 units that keeps the signal's scale, at a few
+    # hundred it shrinks it ~40x per layer and a network trained from scratch does not learn (measured: the demo's
+    # encoder stayed at the label priors for 700 steps); None = PyTorch's default (Kaiming-uniform) init
+    fc_init_std: float | None = 0.01
     fc_width: int = 4096
     num_classes: int = 1000
     resize: int = 256  # shorter side before the centre crop
@@ -57,10 +63,11 @@ VARIANTS = {
     "vgg16-small": VGGVariant(width_divisor=8, fc_width=512, num_classes=100, resize=112, crop=112),
     "vgg16-bn": VGGVariant(batch_norm=True),
     # The demo's pretrained encoder (captionkit/pretrained/): vgg16_bn's layout with 1/4 of the channels (16..128),
-    # 256-wide FC layers, 112 px (conv5_3 is a 7x7 grid of 128 channels, (49, 128)), and one output per label of
-    # the demo's labelled scene stream (data/scene_stream.py) instead of ImageNet's 1,000 classes.
-    "vgg16-bn-small": VGGVariant(width_divisor=4, batch_norm=True, fc_width=256, num_classes=131, resize=112,
-                                 crop=112),
+    # 256-wide FC layers, 96 px (conv5_3 is a 6x6 grid of 128 channels, (36, 128): two cells a side for each cell of
+    # the demo scenes' 3x3 grid), and one output per label of the demo's labelled scene stream
+    # (data/scene_stream.py) instead of ImageNet's 1,000 classes. Trained on an endless stream: no dropout needed.
+    "vgg16-bn-small": VGGVariant(width_divisor=4, batch_norm=True, fc_width=256, num_classes=131, resize=96,
+                                 crop=96, dropout=0.0, fc_init_std=None),
 }
 
 
@@ -84,24 +91,28 @@ class VGG16(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(variant.channels * 7 * 7, variant.fc_width), nn.ReLU(True), nn.Dropout(p=0.5),
-            nn.Linear(variant.fc_width, variant.fc_width), nn.ReLU(True), nn.Dropout(p=0.5),
+            nn.Linear(variant.channels * 7 * 7, variant.fc_width), nn.ReLU(True), nn.Dropout(p=variant.dropout),
+            nn.Linear(variant.fc_width, variant.fc_width), nn.ReLU(True), nn.Dropout(p=variant.dropout),
             nn.Linear(variant.fc_width, variant.num_classes),
         )
         self.variant = variant
         if not self.features[0].weight.is_meta:  # built on the meta device to be loaded: nothing to initialise
-            self._init_weights(torch.Generator().manual_seed(seed))
+            self._init_weights(torch.Generator().manual_seed(seed), variant.fc_init_std)
 
-    def _init_weights(self, generator: torch.Generator) -> None:
+    def _init_weights(self, generator: torch.Generator, fc_init_std: float | None) -> None:
         """torchvision's scheme (Kaiming-normal fan-out convs, N(0, 0.01) linears, zero biases), seeded so two
         processes building `vgg16:fc2` get the same random network."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=generator)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01, generator=generator)
+            elif isinstance(m, nn.Linear) and fc_init_std is not None:
+                nn.init.normal_(m.weight, 0.0, fc_init_std, generator=generator)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1 / math.sqrt(m.in_features)  # nn.Linear's own init, from the seeded generator
+                nn.init.uniform_(m.weight, -bound, bound, generator=generator)
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -348,6 +359,6 @@ def vgg16_bn_encoder(source: str) -> VGGEncoder:
 
 @register_encoder("vgg16-bn-small")
 def vgg16_bn_small_encoder(source: str) -> VGGEncoder:
-    """`vgg16-bn-small:fc2@demo` (256,) and `vgg16-bn-small:conv5_3@demo` (49, 128) at 112 px: the demo's encoder,
+    """`vgg16-bn-small:fc2@demo` (256,) and `vgg16-bn-small:conv5_3@demo` (36, 128) at 96 px: the demo's encoder,
     pretrained as a multi-label classifier on the labelled scene stream (`captionkit demo --pretrain-encoders`)."""
     return build_vgg_encoder("vgg16-bn-small", source)

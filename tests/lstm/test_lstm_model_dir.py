@@ -100,3 +100,17 @@ def test_saved_model_dirs_give_identical_captions_in_a_fresh_process(tmp_path: P
                             cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
+
+
+def test_encoder_paths_are_stored_relative_so_runs_can_move(tmp_path):
+    from captionkit.models.encoders import absolute_spec, relative_spec
+
+    model_dir = tmp_path / "runs" / "demo" / "merge" / "model"
+    spec = f"clip:{tmp_path / 'runs' / 'demo' / 'clip'}"
+    stored = relative_spec(spec, model_dir)
+    assert stored == "clip:../../clip" and absolute_spec(stored, model_dir) == spec
+    moved = tmp_path / "elsewhere" / "demo" / "merge" / "model"
+    assert absolute_spec(stored, moved) == f"clip:{tmp_path / 'elsewhere' / 'demo' / 'clip'}"
+    assert relative_spec("vgg16:fc2@/opt/weights/vgg16.pth", model_dir) == "vgg16:fc2@/opt/weights/vgg16.pth"
+    for kept in ("clip:openai/clip-vit-base-patch32", "vgg16-bn-small:fc2@demo", "vgg16:fc2", None):
+        assert relative_spec(kept, model_dir) == kept and absolute_spec(kept, model_dir) == kept

@@ -101,3 +101,31 @@ def test_chart_helpers():
     svg = line_chart({"a": [(1, 0.5), (2, 0.7)], "b": [(1, 0.4)]}, "dev CIDEr")
     assert svg.startswith("<svg") and svg.count("<polyline") == 2 and "dev CIDEr" in svg
     assert line_chart({}, "empty") == ""
+
+
+def test_examples_show_the_true_scene_and_mark_wrong_objects(tmp_path):
+    """On synthetic data every card says what is really in the image and what each caption gets wrong."""
+    from captionkit.report.render import build_report
+
+    (tmp_path / "data").mkdir()
+    scene = {"background": {"colour": "grey", "texture": "plain"}, "relations": [],
+             "objects": [{"shape": "circle", "colour": "red"}, {"shape": "circle", "colour": "red"},
+                         {"shape": "star", "colour": "blue"}]}
+    (tmp_path / "data" / "scenes.json").write_text(json.dumps({"synth_000000.jpg": scene}))
+    captions = {"good": "two red circles and a blue star .", "bad": "two red squares and a blue star ."}
+    for name, caption in captions.items():
+        run = tmp_path / name
+        (run / "eval" / "test").mkdir(parents=True)
+        (run / "resolved_config.json").write_text(json.dumps({"dataset": str(tmp_path / "data")}))
+        (run / "eval" / "test" / "metrics.json").write_text(json.dumps({"CIDEr": 1.0}))
+        (run / "eval" / "test" / "predictions.json").write_text(
+            json.dumps([{"image_id": "synth_000000.jpg", "caption": caption}]))
+    page = build_report([tmp_path / "good", tmp_path / "bad"], tmp_path / "r.html").read_text()
+    assert "<b>true scene</b>: 1 blue star, 2 red circle" in page
+    assert page.count("objects right") == 1  # the good caption's tick
+    assert 'class="wrong"' in page and "&#10007; 2 red square" in page and "missed: 2 red circle" in page
+
+
+def test_legends_keep_long_run_names_whole():
+    svg = line_chart({"demo-show-tell-merge": [(1, 0.5), (2, 0.7)]}, "dev CIDEr")
+    assert ">demo-show-tell-merge</text>" in svg
