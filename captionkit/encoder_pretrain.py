@@ -46,6 +46,9 @@ class EncoderPretrainConfig:
     weight_decay: float = 0.05
     warmup_ratio: float = 0.15
     max_grad_norm: float = 1.0
+    # "grouped": sigmoid cross-entropy averaged per label group (the scene stream's colour / shape / kind / count
+    # levels), then over groups; "mean": one mean over all labels
+    label_loss: str = "grouped"
     mixed_precision: str = "no"  # "bf16": autocast (CPUs with AVX-512 BF16 or AMX, and GPUs), weights stay fp32
     num_workers: int = 1  # processes decoding (or drawing) images beside the training process
     checkpoint_every_steps: int = 250
@@ -125,6 +128,9 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
     source = load_labelled(cfg.data, **cfg.data_options)
     vocab = LabelVocabulary(list(source.label_names))
     single_label = _single_label(source)
+    if cfg.label_loss not in ("grouped", "mean"):
+        raise ConfigError(f"label_loss={cfg.label_loss!r}: use grouped or mean")
+    groups = _group_index(source) if cfg.label_loss == "grouped" else torch.zeros(len(vocab.names), dtype=torch.long)
     set_seed(cfg.seed)
     classifier = build_classifier(cfg.encoder, len(vocab.names))
     has_gpu = torch.cuda.is_available()
@@ -153,7 +159,7 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
         ckpt.load_checkpoint(checkpoints[0][0], accelerator, net, optimizer, scheduler)
         log.info("encoder pretrain: resuming %s at step %d of %d", out, start, cfg.steps)
     evaluate = _evaluator(cfg, vocab, classifier.preprocess, single_label)
-    logger = RunLogger(out, accelerator.is_main_process, cfg.steps, start)
+    logger = RunLogger(out, accelerator.is_main_process, cfg.steps, start, progress=progress)
     logger.event("start", step=start, total_steps=cfg.steps, labels=len(vocab.names), encoder=cfg.encoder)
     step = start
     try:
@@ -162,7 +168,7 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
             logits = model(pixels.to(accelerator.device)).float()
             targets = targets.to(accelerator.device)
             loss = (nn.functional.cross_entropy(logits, targets.argmax(1)) if single_label
-                    else nn.functional.binary_cross_entropy_with_logits(logits, targets))
+                    else grouped_bce(logits, targets, groups))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
             optimizer.step()
@@ -196,6 +202,21 @@ class _ScheduleSettings:
     warmup_ratio: float
     warmup_steps: int = 0
     schedule: str = "cosine"
+
+
+def _group_index(source: LabelledImages) -> Tensor:
+    """(num_labels,) group id of each label (all 0 when the source has no groups)."""
+    groups = getattr(source, "label_groups", None) or [""] * len(source.label_names)
+    names = list(dict.fromkeys(groups))
+    return torch.tensor([names.index(g) for g in groups])
+
+
+def grouped_bce(logits: Tensor, targets: Tensor, groups: Tensor) -> Tensor:
+    """Sigmoid cross-entropy averaged within each label group, then over the groups: (B, L), (B, L), (L,) -> ()."""
+    per_label = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0)  # (L,)
+    groups = groups.to(per_label.device)
+    sums = torch.zeros(int(groups.max()) + 1, device=per_label.device).index_add_(0, groups, per_label)
+    return (sums / torch.bincount(groups).to(per_label.dtype)).mean()
 
 
 def _single_label(source: LabelledImages) -> bool:

@@ -24,6 +24,7 @@ STREAM_PREFIX = "synth:"
 
 class LabelledImages(Protocol):
     label_names: list[str]
+    label_groups: list[str] | None  # a group per label (the loss is averaged per group), or None: one group
 
     def __len__(self) -> int: ...
 
@@ -37,6 +38,7 @@ class LabelledFiles:
     paths: list[Path]
     labels: list[list[str]]
     label_names: list[str]
+    label_groups: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -47,10 +49,11 @@ class LabelledFiles:
 
 class _Stream:
     def __init__(self, seed: int) -> None:
-        from captionkit.data.scene_stream import SceneStream, scene_label_names
+        from captionkit.data.scene_stream import SceneStream, scene_label_groups, scene_label_names
 
         self.stream = SceneStream(seed=seed)
         self.label_names = scene_label_names()
+        self.label_groups: list[str] | None = scene_label_groups()
 
     def __len__(self) -> int:
         return len(self.stream)

@@ -19,7 +19,8 @@ TENSORBOARD_DIR = "tensorboard"
 class RunLogger:
     """Writes nothing when `enabled` is False (non-main processes), so callers never branch on the rank."""
 
-    def __init__(self, run_dir: Path, enabled: bool, total_steps: int, initial_step: int = 0) -> None:
+    def __init__(self, run_dir: Path, enabled: bool, total_steps: int, initial_step: int = 0,
+                 progress: bool = True) -> None:
         self.enabled = enabled
         self.jsonl = None
         self.writer = None
@@ -33,7 +34,8 @@ class RunLogger:
         # purge_step drops events a killed run wrote after its last checkpoint, so curves do not zig-zag
         purge = initial_step + 1 if initial_step else None
         self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge)
-        self.bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True,
+                        disable=not progress)
 
     def event(self, event: str, **fields: Any) -> None:
         """Append one line to log.jsonl: {"event", **fields, "time"}; non-finite floats become null."""
@@ -62,8 +64,10 @@ class RunLogger:
 
     def message(self, text: str) -> None:
         """A line printed above the progress bar without breaking it (stderr, like the bar: stdout stays clean)."""
-        if self.bar is not None:
+        if self.bar is not None and not self.bar.disable:
             self.bar.write(text, file=sys.stderr)
+        elif self.bar is not None:
+            print(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
