@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from captionkit.cli.common import add_decoding_arguments, decoding_overrides
+from captionkit.cli.common import add_decoding_arguments, decoding_overrides, rerank_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,16 +32,24 @@ def run(args: argparse.Namespace) -> int:
     from captionkit.config import to_dict
     from captionkit.decoding import DecodingConfig
     from captionkit.batch_caption import caption_files, expand_image_paths
+    from captionkit.config import ConfigError
+    from captionkit.rerank import RerankConfig
 
     paths = expand_image_paths(args.paths)
     captioner = captionkit.load(args.model_dir, device=args.device)
     decoding = decoding_overrides(args)
+    rerank = rerank_options(args)
     if args.attention:
+        if rerank:
+            raise ConfigError("--attention shows one decoded caption's attention; it does not combine with --rerank")
         return _write_attention(captioner, paths, args.attention, decoding)
     settings = to_dict(DecodingConfig(**decoding))
+    rerank_config = RerankConfig.from_options(**rerank)
+    if rerank_config is not None:
+        settings["rerank"] = to_dict(rerank_config)
     rows, failed = [], 0
     bar = tqdm(total=len(paths), unit="img", desc="captioning", file=sys.stderr, disable=len(paths) < 2)
-    for result in caption_files(captioner, paths, batch_size=args.batch_size, **decoding):
+    for result in caption_files(captioner, paths, batch_size=args.batch_size, **decoding, **rerank):
         bar.update(1)
         if result.error:
             failed += 1

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from captionkit.cli.common import add_decoding_arguments, decoding_overrides
+from captionkit.cli.common import add_decoding_arguments, decoding_overrides, rerank_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = evaluate_model(args.model_dir, args.dataset, args.split, decoding_overrides(args), args.out,
                             batch_size=args.batch_size, device=args.device, metrics=args.metrics,
-                            tokenizer=args.tokenizer)
+                            tokenizer=args.tokenizer, rerank=rerank_options(args))
     notes = [f"tokenizer: {result.info['tokenizer']}", *result.info["skipped"].values()]
     print(f"captionkit: evaluated {result.info['images_scored']} images; " + "; ".join(notes)
           + f"; wrote {result.out_dir}", file=sys.stderr)

@@ -79,18 +79,11 @@ class SelfCritical(Objective):
         return reward
 
     def targets(self, ids: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-        """Sampled ids (without EOS) -> (N, T) ids with EOS appended to captions that ended with it, (N, T) mask.
+        """Sampled ids -> (N, T) ids (EOS where the sample ended) and (N, T) mask, for the log-probabilities."""
+        from captionkit.decoding import caption_targets
 
-        A caption as long as max_new_tokens was cut, not ended: it gets no EOS (its stopping was never sampled)."""
-        eos, limit = self.tokenizer.eos_token_id, self.sampling.max_new_tokens
-        rows = [list(seq) + ([eos] if len(seq) < limit else []) for seq in ids]
-        width = max(1, max(len(r) for r in rows))
-        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), width)
-        for i, row in enumerate(rows):
-            input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, :len(row)] = 1.0
-        return input_ids.to(device), mask.to(device)
+        return caption_targets([list(seq) for seq in ids], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
+                               self.sampling.max_new_tokens, device)
 
     def loss(self, model, unwrapped, batch):
         from captionkit.decoding import generate
