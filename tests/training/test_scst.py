@@ -97,7 +97,8 @@ def test_scst_raises_the_probability_of_a_sample_rewarded_above_its_baseline(toy
     log-probability and lower the other's (a flipped sign does the opposite)."""
     loaded = load_model_dir(toy_parent)
     model, tok = loaded.model.train(), loaded.tokenizer
-    captions = {"img": ("a red square .", "a red block ."), "other": ("a green patch .",), "third": ("a black block .",)}
+    captions = {"img": ("a red square .", "a red block ."), "other": ("a green patch .",),
+                "third": ("a black block .",)}
     records = [Record(image_id=k, image_path=tmp_path / f"{k}.jpg", captions=v, split="train")
                for k, v in captions.items()]  # CIDEr-D's idf needs more than one image
     config = toy_run(toy_dataset, tmp_path / "scst", init_from=str(toy_parent), objective="scst")
