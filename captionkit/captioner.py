@@ -42,6 +42,7 @@ class Captioner:
         self.config = config or {}  # the model directory's config.json
         self.decoding = decoding or DecodingConfig()  # defaults that per-call options override
         self._encoder = encoder  # a spec string until first needed
+        self._rerankers: dict[str, Any] = {}  # CLIP spec ("" = the model's encoder) -> ClipReranker
 
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None,
@@ -101,20 +102,47 @@ class Captioner:
         return [self.tokenizer.decode(list(row)).strip() for row in ids]
 
     def caption(self, images_or_paths: ImageInput | Sequence[ImageInput], batch_size: int = 16,
-                progress: bool = False, **decoding: Any) -> list[str]:
-        """One caption per image (a path, a PIL image, or a list of them), decoded as `decoding` says."""
+                progress: bool = False, rerank: str | None = None, rerank_weight: float | None = None,
+                rerank_candidates: int | None = None, rerank_clip: str | None = None,
+                **decoding: Any) -> list[str]:
+        """One caption per image (a path, a PIL image, or a list of them), decoded as `decoding` says.
+
+        rerank="clip": decode `rerank_candidates` candidates per image (beam n-best, or samples with do_sample)
+        and keep the best by (1 - rerank_weight) * mean token log-probability + rerank_weight * CLIP-S, with the
+        model's own CLIP (ClipCap) or the CLIP `rerank_clip` names ("clip:SOURCE"; needed for VGG-family models).
+        """
+        from captionkit.rerank import RerankConfig
+
         items = [images_or_paths] if isinstance(images_or_paths, (str, os.PathLike, Image.Image, ShardImage)) \
             else list(images_or_paths)
         if batch_size < 1:
             raise ConfigError(f"caption: batch_size must be >= 1, got {batch_size}")
-        self.decoding.replace(**decoding)  # a bad option fails before any image is loaded
+        config = self.decoding.replace(**decoding)  # a bad option fails before any image is loaded
+        rerank_config = RerankConfig.from_options(rerank, rerank_weight, rerank_candidates, rerank_clip)
+        reranker = self.reranker(rerank_config) if rerank_config is not None else None
         captions: list[str] = []
         with tqdm(total=len(items), disable=not progress, unit="img", desc="captioning") as bar:
             for start in range(0, len(items), batch_size):
-                chunk = items[start:start + batch_size]
-                captions.extend(self.decode(self.generate(self.encode(chunk), **decoding)))
+                chunk = [_load(image) for image in items[start:start + batch_size]]
+                features = self.encode(chunk)
+                if reranker is None:
+                    ids = self.generate(features, **decoding)
+                else:
+                    ids = reranker.choose(self.model, self.tokenizer, features, chunk, config)
+                captions.extend(self.decode(ids))
                 bar.update(len(chunk))
         return captions
+
+    def reranker(self, config: Any) -> Any:
+        """A ClipReranker for a captionkit.rerank.RerankConfig; its CLIP is loaded once per captioner and spec."""
+        from captionkit.rerank import ClipReranker
+
+        key = config.clip or ""
+        if key not in self._rerankers:
+            self._rerankers[key] = ClipReranker.for_encoder(config, None if config.clip else self.encoder,
+                                                            self.device)
+        loaded = self._rerankers[key]
+        return ClipReranker(config, loaded.scorer, loaded.features_are_clip)
 
 
 def _load(image: ImageInput) -> Image.Image:

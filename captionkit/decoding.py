@@ -93,6 +93,22 @@ def generate(model: CaptionModel, features: Tensor, eos_token_id: int | None,
                        beam_scoring=config.beam_scoring, **common).sequences
 
 
+def caption_targets(ids: list[list[int]], eos_token_id: int, pad_token_id: int, max_new_tokens: int,
+                    device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Decoded ids (without EOS, as every function here returns them) -> (N, T) ids to score with the model's
+    forward, EOS appended where the caption ended with it, padded; and (N, T) float mask, 1 on those tokens.
+
+    A caption of max_new_tokens ids was cut at the limit, not ended: it gets no EOS (stopping was never chosen)."""
+    rows = [list(seq) + ([eos_token_id] if len(seq) < max_new_tokens else []) for seq in ids]
+    width = max([1] + [len(r) for r in rows])
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width)
+    for i, row in enumerate(rows):
+        input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, :len(row)] = 1.0
+    return input_ids.to(device), mask.to(device)
+
+
 @contextlib.contextmanager
 def _decoding(model: CaptionModel) -> Iterator[None]:
     """Eval mode (no dropout) and no autograd while decoding; the model's train/eval mode is restored after."""

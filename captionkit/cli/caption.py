@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from captionkit.cli.common import add_dataset_arguments, add_decoding_arguments, decoding_overrides, parse_options
+from captionkit.cli.common import (add_dataset_arguments, add_decoding_arguments, decoding_overrides, parse_options,
+                                   rerank_options)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from captionkit.config import to_dict
     from captionkit.decoding import DecodingConfig
     from captionkit.batch_caption import caption_files, expand_image_paths
+    from captionkit.config import ConfigError
+    from captionkit.rerank import RerankConfig
 
     if args.dataset is not None:
         return _run_dataset(args)
@@ -50,12 +53,18 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_image_paths(args.paths)
     captioner = captionkit.load(args.model_dir, device=args.device)
     decoding = decoding_overrides(args)
+    rerank = rerank_options(args)
     if args.attention:
+        if rerank:
+            raise ConfigError("--attention shows one decoded caption's attention; it does not combine with --rerank")
         return _write_attention(captioner, paths, args.attention, decoding)
     settings = to_dict(DecodingConfig(**decoding))
+    rerank_config = RerankConfig.from_options(**rerank)
+    if rerank_config is not None:
+        settings["rerank"] = to_dict(rerank_config)
     rows, failed = [], 0
     bar = tqdm(total=len(paths), unit="img", desc="captioning", file=sys.stderr, disable=len(paths) < 2)
-    for result in caption_files(captioner, paths, batch_size=args.batch_size, **decoding):
+    for result in caption_files(captioner, paths, batch_size=args.batch_size, **decoding, **rerank):
         bar.update(1)
         if result.error:
             failed += 1

@@ -18,10 +18,27 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    r = parser.add_argument_group("reranking")
+    r.add_argument("--rerank", choices=["clip"], default=None,
+                   help="decode N candidates per image (beam n-best, or N samples with --do-sample) and keep the "
+                        "best by (1 - w) * mean token log-prob + w * CLIP-S (2.5 * max(cos, 0))")
+    r.add_argument("--rerank-weight", type=float, default=None, metavar="W", help="w in [0, 1] (default 0.5)")
+    r.add_argument("--rerank-candidates", type=int, default=None, metavar="N", help="candidates per image (default 5)")
+    r.add_argument("--rerank-clip", default=None, metavar="SPEC",
+                   help="the CLIP to rerank with, 'clip:HUB_ID_OR_DIR' (default: the model's encoder, when it is a "
+                        "CLIP; needed for VGG-family models)")
 
 
 DECODING_OPTIONS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "beam_scoring", "do_sample",
                     "temperature", "top_k", "top_p", "seed")
+
+
+RERANK_OPTIONS = ("rerank", "rerank_weight", "rerank_candidates", "rerank_clip")
+
+
+def rerank_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The reranking options the user gave, as Captioner.caption keyword arguments."""
+    return {k: getattr(args, k) for k in RERANK_OPTIONS if getattr(args, k, None) is not None}
 
 
 def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from captionkit.cli.common import add_dataset_arguments, add_decoding_arguments, decoding_overrides, parse_options
+from captionkit.cli.common import (add_dataset_arguments, add_decoding_arguments, decoding_overrides, parse_options,
+                                   rerank_options)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_model(args.model_dir, args.dataset, args.split, decoding_overrides(args), args.out,
                             batch_size=args.batch_size, device=args.device, metrics=args.metrics,
                             tokenizer=args.tokenizer, dataset_format=args.format,
-                            dataset_options=parse_options(args.option))
+                            dataset_options=parse_options(args.option), rerank=rerank_options(args))
     notes = [f"tokenizer: {result.info['tokenizer']}", *result.info["skipped"].values()]
     print(f"captionkit: evaluated {result.info['images_scored']} images; " + "; ".join(notes)
           + f"; wrote {result.out_dir}", file=sys.stderr)

@@ -11,6 +11,9 @@ EPILOG = """examples:
   captionkit train --preset tiny-clipcap-mlp --dataset data/synth --out runs/tiny
   captionkit train --config run.yaml --set train.lr=1e-4 --set train.epochs=5
   captionkit train --out runs/tiny --resume          (continues from the latest valid checkpoint)
+  captionkit train --preset clipcap-mlp-scst --init-from runs/clipcap-mlp/model --dataset data/Flickr8k --out runs/scst
+                                                     (self-critical fine-tuning of a cross-entropy model)
+  captionkit train --init-from runs/a/model --dataset data/other --out runs/b   (fine-tune on other data)
   torchrun --nproc_per_node 2 -m captionkit.cli train --config run.yaml   (one model, gradients averaged)"""
 
 
@@ -24,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataset_arguments(p, required=False)
     p.add_argument("--out", help="run directory (RUN_DIR)")
     p.add_argument("--features", help="feature cache directory (default: RUN_DIR/../features/<encoder>-<dataset>)")
+    p.add_argument("--init-from", metavar="MODEL_DIR",
+                   help="start from this model directory's weights and tokenizer (same architecture; its model and "
+                        "encoder settings are used unless the preset/config gives them)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set train.lr=1e-4 (repeatable)")
     p.add_argument("--resume", action="store_true",
@@ -41,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN_DIR (or a --config/--preset)")
         config_file = Path(args.out) / "resolved_config.json"
-    if config_file is None and args.preset is None:
-        raise ConfigError("give --preset NAME (see `captionkit models list`) or --config FILE")
+    if config_file is None and args.preset is None and args.init_from is None:
+        raise ConfigError("give --preset NAME (see `captionkit models list`), --config FILE or --init-from MODEL_DIR")
     options = parse_options(args.option)  # --option K=V is --set dataset_options.K=V
     config = load_run_config(config_file, args.preset, args.overrides, dataset=args.dataset, out=args.out,
                              features=args.features, dataset_format=None if args.format == "auto" else args.format,
-                             dataset_options=options or None)
+                             dataset_options=options or None, init_from=args.init_from)
     model_dir = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
         print(f"model: {model_dir}")

@@ -12,6 +12,7 @@ import os
 from typing import Any, Hashable, Mapping, Sequence
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 W = 2.5
@@ -21,11 +22,16 @@ PREFIX = "A photo depicts"
 class CLIPScorer:
     """A CLIP model loaded once, scoring batches of (image, caption) pairs."""
 
-    def __init__(self, source: str, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(self, source: str, device: str = "cpu", batch_size: int = 32, loaded: Any = None) -> None:
+        """`loaded`: a CLIPImageEncoder of this CLIP already in memory (e.g. a ClipCap model's encoder): its
+        CLIPModel, text tower included, is used instead of loading a second copy."""
         from captionkit.config import ConfigError
         from captionkit.models import hf
 
-        model, processor, tokenizer = hf.load_clip(source)
+        if loaded is not None:
+            model, processor, tokenizer = loaded.model, loaded.image_processor, hf.load_clip_tokenizer(source)
+        else:
+            model, processor, tokenizer = hf.load_clip(source)
         if tokenizer is None:
             raise ConfigError(f"CLIP {source!r} has no tokenizer files (vocab.json + merges.txt or tokenizer.json); "
                               "CLIPScore needs CLIP's text tower and its tokenizer")
@@ -37,14 +43,16 @@ class CLIPScorer:
         self.max_tokens = int(model.config.text_config.max_position_embeddings)
 
     @torch.no_grad()
-    def image_embeddings(self, paths: Sequence[str | os.PathLike]) -> Tensor:
-        """(N, D) L2-normalised image embeddings."""
+    def image_embeddings(self, images: Sequence[str | os.PathLike | Image.Image]) -> Tensor:
+        """(N, D) L2-normalised image embeddings of image paths or PIL images."""
         from captionkit.data.images import load_image
         from captionkit.models import hf
 
         out = []
-        for i in range(0, len(paths), self.batch_size):
-            pixels = torch.stack([self.encoder.preprocess(load_image(p)) for p in paths[i:i + self.batch_size]])
+        for i in range(0, len(images), self.batch_size):
+            chunk = [im.convert("RGB") if isinstance(im, Image.Image) else load_image(im)
+                     for im in images[i:i + self.batch_size]]
+            pixels = torch.stack([self.encoder.preprocess(im) for im in chunk])
             out.append(hf.clip_image_embeds(self.model, pixels.to(self.device)).float())
         return torch.nn.functional.normalize(torch.cat(out), dim=-1) if out else torch.empty(0)
 
@@ -59,6 +67,11 @@ class CLIPScorer:
             ids, mask = hf.clip_tokenize(self.tokenizer, texts, self.max_tokens)
             out.append(hf.clip_text_embeds(self.model, ids.to(self.device), mask.to(self.device)).float())
         return torch.nn.functional.normalize(torch.cat(out), dim=-1) if out else torch.empty(0)
+
+
+def clip_s(image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
+    """CLIP-S of matching rows of L2-normalised (N, D) image and text embeddings: W * max(cos, 0), (N,)."""
+    return W * (image_embeddings * text_embeddings).sum(-1).clamp_min(0)
 
 
 def harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
@@ -77,8 +90,8 @@ def clip_scores(clip: str | CLIPScorer, images: Mapping[Hashable, str | os.PathL
     keys = list(candidates)
     img = scorer.image_embeddings([images[k] for k in keys])  # (N, D)
     cand = scorer.text_embeddings([candidates[k] for k in keys])  # (N, D)
-    clip_s = W * (img * cand).sum(-1).clamp_min(0)  # (N,)
-    out: dict[str, tuple[float, dict[Hashable, Any]]] = {"CLIPScore": _pack(keys, clip_s)}
+    per_item = clip_s(img, cand)  # (N,)
+    out: dict[str, tuple[float, dict[Hashable, Any]]] = {"CLIPScore": _pack(keys, per_item)}
     if references is not None:
         flat = [r for k in keys for r in references[k]]
         refs = scorer.text_embeddings(flat)  # (sum of refs, D)
@@ -87,7 +100,7 @@ def clip_scores(clip: str | CLIPScorer, images: Mapping[Hashable, str | os.PathL
             n = len(references[k])
             best.append((refs[start:start + n] @ cand[len(best)]).max().clamp_min(0))
             start += n
-        out["RefCLIPScore"] = _pack(keys, harmonic_mean(clip_s, torch.stack(best)))
+        out["RefCLIPScore"] = _pack(keys, harmonic_mean(per_item, torch.stack(best)))
     return out
 
 

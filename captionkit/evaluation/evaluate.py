@@ -59,17 +59,26 @@ def evaluate_model(model_dir: str | os.PathLike, dataset: str | os.PathLike, spl
                    decoding: Mapping[str, Any] | None = None, out_dir: str | os.PathLike | None = None, *,
                    batch_size: int = 16, device: str | None = None, metrics: str | list[str] | None = None,
                    tokenizer: str = "auto", progress: bool = True, dataset_format: str = "auto",
-                   dataset_options: Mapping[str, Any] | None = None) -> EvalResult:
-    """Caption `split` of `dataset` with the model in `model_dir` and write the eval files (see module doc)."""
+                   dataset_options: Mapping[str, Any] | None = None,
+                   rerank: Mapping[str, Any] | None = None) -> EvalResult:
+    """Caption `split` of `dataset` with the model in `model_dir` and write the eval files (see module doc).
+
+    rerank: Captioner.caption's reranking options ({"rerank": "clip", "rerank_weight": w, ...}); the settings
+    go into decoding.json as "rerank"."""
     import captionkit
     from captionkit.config import to_dict
     from captionkit.data.formats import load_dataset
     from captionkit.decoding import DecodingConfig
     from captionkit.evaluation.metrics import resolve_metrics, score
     from captionkit.evaluation.results import coco_results, write_json
+    from captionkit.rerank import RerankConfig
 
     decoding = dict(decoding or {})
     settings = to_dict(DecodingConfig(**decoding))  # validates the options before any captioning
+    rerank = dict(rerank or {})
+    rerank_config = RerankConfig.from_options(**rerank)
+    if rerank_config is not None:
+        settings["rerank"] = to_dict(rerank_config)
     data = load_dataset(dataset, dataset_format, **dict(dataset_options or {}))
     records = data.split(split)
     usable = data.with_images(records)
@@ -81,7 +90,8 @@ def evaluate_model(model_dir: str | os.PathLike, dataset: str | os.PathLike, spl
         log.warning("%s: %d of %d %s images are missing (e.g. %s); evaluating the %d present", dataset,
                     len(missing), len(records), split, ", ".join(missing[:3]), len(usable))
     captioner = captionkit.load(str(model_dir), device=device)
-    texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding)
+    texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding,
+                              **rerank)
     captions = {r.image_id: str(t) for r, t in zip(usable, texts)}
     scenes = _scenes_for(dataset)
     names = None if metrics is None else resolve_metrics(metrics)

@@ -43,7 +43,8 @@ class CaptionModel(nn.Module):
     """Base class of registered models.
 
     Training (`forward`): batch = {"features": (B, *feature_shape) float, "input_ids": (B, T) caption ids + EOS,
-    padded with tokenizer.pad_token_id, "labels": (B, T) the same ids with IGNORE_INDEX at padding}.
+    padded with tokenizer.pad_token_id, "labels": (B, T) the same ids with IGNORE_INDEX at padding}; without
+    labels a batch may carry "attention_mask" (B, T), 1 on real tokens (padding always follows the caption).
 
     Decoding (`start`/`step`/`reorder_state`) is what captionkit.decoding drives; it never calls `forward`
     except for the uncached reference path.
@@ -84,6 +85,25 @@ class CaptionModel(nn.Module):
 def caption_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy over caption positions; IGNORE_INDEX positions (padding) are skipped."""
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def sequence_log_probs(model: nn.Module, features: Tensor, input_ids: Tensor, mask: Tensor,
+                       entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Teacher-forced log-probabilities of given captions, with gradients (self-critical training, reranking).
+
+    features (B, *feature_shape), input_ids (B, T) caption ids (+ EOS where the caption ended), mask (B, T) 1 on
+    real tokens -> (B, T) log p(input_ids[:, t] | image, earlier tokens), 0 where mask is 0, and with `entropy`
+    the (B, T) entropy of each position's next-token distribution (else None). `model` may be a wrapper (DDP)
+    whose forward is the contract's.
+    """
+    out = model({"features": features, "input_ids": input_ids, "attention_mask": mask})
+    logits = out.logits.float()  # (B, T, V)
+    norm = logits.logsumexp(dim=-1)  # (B, T): no (B, T, V) log-softmax kept unless the entropy is asked for
+    token = (logits.gather(-1, input_ids[..., None]).squeeze(-1) - norm) * mask
+    if not entropy:
+        return token, None
+    logp = logits - norm[..., None]
+    return token, -(logp.exp() * logp).sum(dim=-1) * mask
 
 
 def select_rows(state: Any, index: Tensor) -> Any:

@@ -288,12 +288,15 @@ def load_clip(source: str, tokenizer: str | None = None) -> tuple[nn.Module, Any
         # fp32 whatever the file holds (shipped weights are fp16 on disk to keep the package small)
         model = _from_pretrained(CLIPModel, source, "CLIP").float()
         processor = _from_pretrained(_image_processor_class(), source, "CLIP image processor")
-    tok = None
-    if tokenizer is not None:
-        tok = clip_tokenizer(tokenizer)
-    elif not src.is_config and (not Path(source).is_dir() or _has_tokenizer_files(Path(source))):
-        tok = clip_tokenizer(source)
+    tok = clip_tokenizer(tokenizer) if tokenizer is not None else load_clip_tokenizer(source)
     return model.eval(), processor, tok
+
+
+def load_clip_tokenizer(source: str) -> Any:
+    """The tokenizer of a CLIP hub id or directory with tokenizer files; None for a config source (no files)."""
+    if not resolve_source(source).is_config and (not Path(source).is_dir() or _has_tokenizer_files(Path(source))):
+        return clip_tokenizer(source)
+    return None
 
 
 def _has_tokenizer_files(path: Path) -> bool:

@@ -12,6 +12,8 @@ from captionkit.config import ConfigError, apply_overrides, from_dict, merge, re
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
+OBJECTIVES = ("cross_entropy", "scst")  # captionkit.training.objectives implements each
+SCST_BASELINES = ("mean", "greedy")
 
 
 @dataclass
@@ -41,6 +43,9 @@ class TrainConfig:
     eval_every_epochs: int = 1
     log_every_steps: int = 10
     checkpoint_every_steps: int | None = None  # besides the one at every epoch end; None: epoch ends only
+    # "cross_entropy": teacher forcing on (image, caption) pairs; "scst": self-critical training on images (the
+    # `scst` section; batch_size then counts images, each sampled scst.samples times)
+    objective: str = "cross_entropy"
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "grad_accum_steps", "eval_every_epochs", "log_every_steps",
@@ -65,6 +70,42 @@ class TrainConfig:
             raise ConfigError(f"train.adam_betas must be two numbers, got {self.adam_betas}")
         if self.num_workers < 0:
             raise ConfigError(f"train.num_workers must be >= 0, got {self.num_workers}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"train.objective={self.objective!r}; valid: {', '.join(OBJECTIVES)}")
+
+
+@dataclass
+class ScstConfig:
+    """Self-critical sequence training (Rennie et al. 2017), used when train.objective is "scst".
+
+    Per image `samples` captions are sampled; reward = CIDEr-D against the image's training references (document
+    frequencies of all training references) + length_weight * tokens; baseline = the mean reward of the image's
+    other samples (Luo 2020, "mean") or the reward of its greedy caption ("greedy"); loss = -(reward - baseline) *
+    the sample's summed token log-probability (EOS included, nothing after it), averaged over samples, minus
+    entropy_weight * the mean entropy of the model's next-token distributions along the samples.
+    """
+
+    samples: int = 5
+    baseline: str = "mean"
+    decoding: dict[str, Any] = field(default_factory=dict)  # DecodingConfig fields for sampling (do_sample implied)
+    entropy_weight: float = 0.0  # > 0 keeps the distribution from collapsing onto a few captions
+    length_weight: float = 0.0  # reward per caption token; < 0 counters the drift to long captions
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ConfigError(f"scst.samples must be >= 1, got {self.samples}")
+        if self.baseline not in SCST_BASELINES:
+            raise ConfigError(f"scst.baseline={self.baseline!r}; valid: {', '.join(SCST_BASELINES)}")
+        if self.baseline == "mean" and self.samples < 2:
+            raise ConfigError("scst.baseline='mean' (the mean reward of the other samples) needs scst.samples >= 2")
+        if self.entropy_weight < 0:
+            raise ConfigError(f"scst.entropy_weight must be >= 0, got {self.entropy_weight}")
+        from captionkit.config import from_dict
+        from captionkit.decoding import DecodingConfig
+
+        if self.decoding.get("num_beams", 1) != 1:
+            raise ConfigError("scst.decoding: samples are drawn one token at a time; num_beams must be 1")
+        from_dict(DecodingConfig, {**self.decoding, "do_sample": True}, where="scst.decoding")
 
 
 @dataclass
@@ -91,6 +132,8 @@ class RunConfig:
     features: str | None = None  # cache dir; None: RUN_DIR/../features/<encoder slug>-<dataset fp>[-<weights stamp>]
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scst: ScstConfig = field(default_factory=ScstConfig)
+    init_from: str | None = None  # a model directory whose weights (and tokenizer) the run starts from
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -100,11 +143,18 @@ class RunConfig:
         for name in ("dataset", "out", "encoder"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: missing; give it in the config file, as --{name} or with --set {name}=...")
+        _check_init_from(self.train.objective, self.init_from)
         metrics = {m.lower() for m in _metric_names(self.eval.metrics)}  # an unknown metric name fails here
         metric = self.train.early_stopping_metric
         if metric != "dev_loss" and metric.lower() not in metrics:
             raise ConfigError(f"train.early_stopping_metric={metric!r} is not computed: use 'dev_loss' or one of "
                               f"eval.metrics {self.eval.metrics}")
+
+
+def _check_init_from(objective: str | None, init_from: str | None) -> None:
+    if objective == "scst" and not init_from:
+        raise ConfigError("train.objective='scst' fine-tunes a trained model: set init_from to a model directory "
+                          "trained with cross-entropy (`captionkit train --init-from MODEL_DIR`)")
 
 
 def _metric_names(metrics: list[str]) -> list[str]:
@@ -134,6 +184,11 @@ def load_run_config(config: str | Path | None = None, preset: str | None = None,
         data = merge(data, read_config_file(config))
     data = merge(data, {k: v for k, v in flags.items() if v is not None})
     data = apply_overrides(data, overrides)
+    if data.get("init_from"):
+        from captionkit.training.init_from import with_init_model
+
+        data = with_init_model(data)  # model architecture and encoder from the model directory, unless given
+    _check_init_from(data.get("train", {}).get("objective"), data.get("init_from"))
     for name in ("model", "encoder", "dataset", "out"):
         if name not in data:
             raise ConfigError(f"{name}: missing; give --preset NAME or a --config file with a '{name}' entry"

@@ -165,18 +165,19 @@ def image_groups(pairs: Sequence[Pair]) -> list[list[int]]:
     return list(groups.values())
 
 
-def train_loader(dataset: PairDataset, batch_size: int, seed: int, num_workers: int, pad_token_id: int,
-                 captions_per_image: int | None = None) -> tuple[DataLoader, EpochSampler, torch.Generator]:
+def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, collate: Callable[[list], Any],
+                 groups: Sequence[Sequence[int]] | None = None, per_group: int | None = None
+                 ) -> tuple[DataLoader, EpochSampler, torch.Generator]:
     """The training DataLoader, its sampler and the generator its workers are seeded from.
 
+    `groups`/`per_group`: visit `per_group` random items of each group per epoch (EpochSampler).
     The loader gets its own generator so that creating an iterator never draws from the global torch RNG:
     otherwise a run resumed mid-epoch would shift the dropout masks of an uninterrupted one.
     """
-    groups = image_groups(dataset.pairs) if captions_per_image else None
-    sampler = EpochSampler(len(dataset), seed, groups=groups, per_group=captions_per_image)
+    sampler = EpochSampler(len(dataset), seed, groups=groups, per_group=per_group)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        collate_fn=CollatePairs(pad_token_id), generator=generator,
+                        collate_fn=collate, generator=generator,
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     return loader, sampler, generator
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch import Tensor
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -24,7 +25,9 @@ from captionkit.training.config import RunConfig, TrainConfig
 from captionkit.training.data import (PairDataset, PixelSource, caption_pairs, epoch_seed,
                                       feature_source, train_loader, usable_records,
                                       with_features)
+from captionkit.training.objectives import make_objective
 from captionkit.training.dev_eval import DevEvaluator
+from captionkit.training.init_from import init_tokenizer, load_init_weights
 from captionkit.training.logging import LOG_NAME, RunLogger, Throughput, truncate_jsonl
 
 log = logging.getLogger(__name__)
@@ -43,9 +46,11 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 
 
 def build_model_and_tokenizer(model_data: dict[str, Any], train_captions: list[str],
-                              tokenizer: TextTokenizer | None = None) -> tuple[CaptionModel, TextTokenizer]:
+                              tokenizer: TextTokenizer | None = None,
+                              pretrained: bool = True) -> tuple[CaptionModel, TextTokenizer]:
     """The model family builds its tokenizer from the training captions (or a saved one is reused), the
-    family fills in what the tokenizer decides (e.g. vocab_size), then the model is built by name."""
+    family fills in what the tokenizer decides (e.g. vocab_size), then the model is built by name
+    (`pretrained=False`: no pretrained parts fetched, for weights that are loaded afterwards)."""
     from captionkit.config import from_dict
     from captionkit.registry import get_model_class
 
@@ -58,7 +63,7 @@ def build_model_and_tokenizer(model_data: dict[str, Any], train_captions: list[s
         tokenizer = cls.build_tokenizer(config, train_captions)
     if hasattr(cls, "config_for_tokenizer"):
         config = cls.config_for_tokenizer(config, tokenizer)
-    return build_model({"type": cls.model_type, **to_dict(config)}), tokenizer
+    return build_model({"type": cls.model_type, **to_dict(config)}, pretrained=pretrained), tokenizer
 
 
 ENCODER_PREFIX = "image_encoder."  # parameters of an encoder a model fine-tunes end to end (input_kind "pixels")
@@ -181,16 +186,25 @@ class _Trainer:
         train_records = usable_records(dataset, "train")
         _require(train_records, self.config.dataset)
         dev_records = usable_records(dataset, self.config.eval.split)
-        saved_tokenizer = _load_tokenizer(checkpoints[0][0]) if checkpoints else None
+        init_from = self.config.init_from if not checkpoints else None  # a checkpoint has the run's own weights
+        if checkpoints:
+            saved_tokenizer = _load_tokenizer(checkpoints[0][0])
+        else:
+            saved_tokenizer = init_tokenizer(init_from) if init_from else None
         model, self.tokenizer = build_model_and_tokenizer(
-            self.config.model, [c for r in train_records for c in r.captions], saved_tokenizer)
+            self.config.model, [c for r in train_records for c in r.captions], saved_tokenizer,
+            pretrained=init_from is None)
+        if init_from:
+            load_init_weights(model, init_from)
+            log.info("weights from %s", init_from)
         source = self._source(model, dataset, train_records + dev_records)
         train_records = _require(with_features(train_records, source, "train"), self.config.dataset)
         dev_records = with_features(dev_records, source, self.config.eval.split)
 
-        pairs = PairDataset(caption_pairs(train_records, self.tokenizer, tc.max_caption_tokens), source)
-        loader, sampler, generator = train_loader(pairs, tc.batch_size, tc.seed, tc.num_workers,
-                                                  self.tokenizer.pad_token_id, tc.captions_per_image)
+        self.objective = make_objective(self.config, self.tokenizer, train_records)
+        items, collate, groups, per_group = self.objective.train_data(train_records, source)
+        loader, sampler, generator = train_loader(items, tc.batch_size, tc.seed, tc.num_workers, collate, groups,
+                                                  per_group)
         optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.lr, tc.encoder_lr), lr=tc.lr,
                                       betas=tuple(tc.adam_betas))
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
@@ -217,7 +231,8 @@ class _Trainer:
             self.logger.event("resume", epoch=state.epoch, step=state.global_step,
                               batches_in_epoch=state.batches_in_epoch, path=str(self.resumed_from))
         self.logger.event("start", epoch=state.epoch, step=state.global_step, total_steps=total_steps,
-                          train_pairs=len(pairs), processes=acc.num_processes,
+                          objective=tc.objective, train_items=len(items), init_from=init_from,
+                          processes=acc.num_processes,
                           global_batch=tc.batch_size * acc.num_processes * tc.grad_accum_steps)
         try:
             self._loop(state, model, optimizer, scheduler, loader, sampler, generator, evaluator)
@@ -263,7 +278,8 @@ class _Trainer:
               generator: torch.Generator, evaluator: DevEvaluator | None) -> None:
         acc, tc = self.accelerator, self.tc
         params = self.unwrapped.trainable_parameters()
-        window_loss, window_batches, speed = torch.zeros((), device=acc.device), 0, Throughput()
+        window, speed = _Means(acc.device), Throughput()
+        epoch_stats = _Means(acc.device)  # objective statistics over the epoch (train_reward, ...) for its event
         while not state.finished and state.epoch < tc.epochs:
             sampler.set_epoch(state.epoch)
             loader.set_epoch(state.epoch)
@@ -273,7 +289,7 @@ class _Trainer:
             speed.resume()
             for batch in epoch_loader:
                 with acc.accumulate(model):
-                    loss = model(batch).loss
+                    loss, stats = self.objective.loss(model, self.unwrapped, batch)
                     acc.backward(loss)
                     if acc.sync_gradients and tc.max_grad_norm:
                         acc.clip_grad_norm_(params, tc.max_grad_norm)
@@ -282,16 +298,15 @@ class _Trainer:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 state.batches_in_epoch += 1
-                window_loss += loss.detach().float()  # a tensor: no device sync on every batch
-                window_batches += 1
-                speed.add(batch["input_ids"].size(0) * acc.num_processes)
+                window.add({"loss": loss.detach(), **stats})  # tensors: no device sync on every batch
+                epoch_stats.add(stats)
+                speed.add(batch["features"].size(0) * acc.num_processes)
                 if not acc.sync_gradients:
                     continue
                 state.global_step += 1  # one optimizer update
                 if state.global_step % tc.log_every_steps == 0:
-                    mean = acc.reduce(window_loss / window_batches, "mean").item()
-                    self._log_step(state, mean, scheduler.get_last_lr()[0], speed.rate())
-                    window_loss, window_batches = torch.zeros((), device=acc.device), 0
+                    means = window.means(acc)
+                    self._log_step(state, means.pop("loss"), scheduler.get_last_lr()[0], speed.rate(), means)
                     speed.reset()
                 self.logger.progress(1)
                 if tc.max_steps is not None and state.global_step >= tc.max_steps:
@@ -306,22 +321,28 @@ class _Trainer:
             reached_max = tc.max_steps is not None and state.global_step >= tc.max_steps
             state.finished = reached_max or state.epoch >= tc.epochs
             if state.epoch % tc.eval_every_epochs == 0 or state.finished:
-                self._evaluate(state, evaluator)
+                self._evaluate(state, evaluator, epoch_stats.means(acc))
             self._checkpoint(state, optimizer, scheduler)
         if acc.is_main_process and not (self.run_dir / MODEL_DIR).is_dir():
             self._save_model(state, {})  # no dev split (or no finite dev score): the last model is the result
         acc.wait_for_everyone()
         self.logger.event("end", epoch=state.epoch, step=state.global_step, best=state.best, best_step=state.best_step)
 
-    def _log_step(self, state: TrainerState, loss: float, lr: float, samples_per_s: float) -> None:
+    def _log_step(self, state: TrainerState, loss: float, lr: float, samples_per_s: float,
+                  stats: dict[str, float]) -> None:
         self.logger.event("step", epoch=state.epoch, step=state.global_step, train_loss=loss, lr=lr,
-                          samples_per_s=samples_per_s)
-        self.logger.progress(0, loss=loss, samples_per_s=samples_per_s)
+                          samples_per_s=samples_per_s, **{f"train_{k}": v for k, v in stats.items()})
+        self.logger.progress(0, loss=loss, samples_per_s=samples_per_s, **stats)
         self.logger.scalars(state.global_step, {"train/loss": loss, "train/lr": lr,
-                                                "train/samples_per_s": samples_per_s})
+                                                "train/samples_per_s": samples_per_s,
+                                                **{f"train/{k}": v for k, v in stats.items()}})
 
-    def _evaluate(self, state: TrainerState, evaluator: DevEvaluator | None) -> None:
+    def _evaluate(self, state: TrainerState, evaluator: DevEvaluator | None, train_stats: dict[str, float]) -> None:
+        """Dev scores (early stopping, best model) and the epoch's mean objective statistics, logged together."""
         if evaluator is None:
+            if train_stats:
+                self.logger.event("epoch", epoch=state.epoch, step=state.global_step,
+                                  **{f"train_{k}": v for k, v in train_stats.items()})
             return
         scores, examples = evaluator(self.unwrapped)
         name = self.tc.early_stopping_metric
@@ -341,11 +362,12 @@ class _Trainer:
             state.bad_evals += 1
         patience = self.tc.early_stopping_patience
         stop = patience is not None and state.bad_evals >= patience and not state.finished
-        self.logger.event("epoch", epoch=state.epoch, step=state.global_step, **scores, best=state.best,
+        train = {f"train_{k}": v for k, v in train_stats.items()}
+        self.logger.event("epoch", epoch=state.epoch, step=state.global_step, **train, **scores, best=state.best,
                           improved=improved, examples=examples)
         self.logger.scalars(state.global_step, {f"dev/{k[4:]}": v for k, v in scores.items()})
         self.logger.message(" ".join([f"epoch {state.epoch} step {state.global_step}:"] +
-                                     [f"{k}={v:.4f}" for k, v in scores.items()]))
+                                     [f"{k}={v:.4f}" for k, v in {**train, **scores}.items()]))
         if stop:
             state.finished = True
             self.logger.event("early_stop", epoch=state.epoch, step=state.global_step, metric=key,
@@ -363,6 +385,30 @@ class _Trainer:
                                                      "tokenizer_type": self.tokenizer.tokenizer_type},
                                     self.tc.keep_last_n)
         self.logger.event("checkpoint", epoch=state.epoch, step=state.global_step, path=str(path))
+
+
+class _Means:
+    """Running sums of scalar tensors (loss, objective statistics) kept on the device; `means` averages them over
+    the batches added and over processes, then starts again."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, Tensor]) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, torch.zeros((), device=self.device)) + value.detach().float()
+        self.count += 1
+
+    def means(self, accelerator: Accelerator) -> dict[str, float]:
+        out = {}
+        if self.sums and self.count:
+            names = sorted(self.sums)
+            stacked = accelerator.reduce(torch.stack([self.sums[n] for n in names]) / self.count, "mean")
+            out = dict(zip(names, stacked.tolist()))
+        self.sums, self.count = {}, 0
+        return out
 
 
 def _require(records: list, dataset: str) -> list:

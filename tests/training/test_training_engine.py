@@ -126,7 +126,7 @@ def test_missing_images_are_never_trained_on(toy_dataset, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="captionkit"):
         run(toy_dataset, out, epochs=1)
     assert "train split: 1 of 8 images are missing; their 2 captions are not used" in caplog.text
-    assert events(out, "start")[0]["train_pairs"] == 14
+    assert events(out, "start")[0]["train_items"] == 14
 
 
 def test_a_run_directory_with_checkpoints_is_not_overwritten(toy_dataset, tmp_path):

@@ -15,7 +15,8 @@ from captionkit.models.model_dir import load_model_dir
 from captionkit.registry import list_presets
 from captionkit.training.logging import read_log
 
-TINY = sorted(name for name in list_presets() if name.startswith("tiny-"))
+# the *-scst presets start from a trained model: tests/training/test_scst.py runs them
+TINY = sorted(name for name in list_presets() if name.startswith("tiny-") and not name.endswith("-scst"))
 
 
 @pytest.fixture(scope="module")
