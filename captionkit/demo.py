@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from captionkit.clip_pretrain import ClipPretrainConfig
 from captionkit.config import to_dict, write_resolved_config
+from captionkit.registry import UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ DEMO_MODELS: dict[str, list[str]] = {
     "demo-clipcap-transformer": ["encoder=clip:{clip}", "model.gpt2={gpt2}", "model.tokenizer={gpt2}"],
 }
 NEEDS = {"{gpt2}": "demo-clipcap-mlp"}
+# Self-critical fine-tuning (CIDEr-D reward) of a trained demo model: its preset, and the row it adds
+SCST_PRESETS = {"demo-show-tell-merge": "show-tell-merge-scst", "demo-show-attend-tell": "show-attend-tell-scst",
+                "demo-clipcap-mlp": "clipcap-mlp-scst", "demo-clipcap-transformer": "clipcap-transformer-scst"}
+SCST_SUFFIX = "+scst"
 SHIPPED_CLIP_IMAGE_TOWER = "captionkit:demo-clip-vision"
 
 
@@ -48,6 +53,9 @@ class DemoConfig:
     # LiT: a text tower learns from the demo captions to meet the shipped, locked CLIP image tower
     clip: ClipPretrainConfig = field(default_factory=lambda: ClipPretrainConfig(
         image_tower=SHIPPED_CLIP_IMAGE_TOWER, epochs=15, lr=1e-3, warmup_steps=50))
+    scst: list[str] = field(default_factory=lambda: ["demo-clipcap-mlp", "demo-show-attend-tell"])  # fine-tuned
+    scst_settings: list[str] = field(default_factory=lambda: [
+        "train.epochs=3", "train.lr=5e-5", "train.batch_size=32", "train.num_workers=0", "eval.max_images=150"])
     split: str = "test"
     decoding: dict[str, Any] = field(default_factory=dict)  # captionkit.decoding.DecodingConfig fields
     overrides: dict[str, list[str]] = field(default_factory=dict)  # preset name -> ["train.epochs=1", ...]
@@ -120,6 +128,18 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
             steps.run("export-gpt2", lambda: _export_gpt2(run_dir, made["{gpt2}"]), key=train_key)
         steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg),
                   key=[train_key, cfg.split, cfg.decoding])
+        made_by[name] = train_key
+    for parent in cfg.scst:
+        name, run_dir = parent + SCST_SUFFIX, out / (parent + SCST_SUFFIX)
+        if parent not in made_by:
+            raise UnknownNameError(f"scst: {parent!r} is not among the demo models trained ({', '.join(models)})")
+        overrides = list(cfg.scst_settings) + list(cfg.overrides.get(name, []))
+        train_key = [made_by[parent], overrides]
+        steps.run(f"train-{name}", lambda: _train(SCST_PRESETS[parent], data, run_dir, overrides,
+                                                  init_from=out / parent / "model"),
+                  key=train_key, outputs=(run_dir,))
+        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg),
+                  key=[train_key, cfg.split, cfg.decoding])
     results = _collect(out, data, cfg)
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     _report(out, cfg)
@@ -144,7 +164,6 @@ def _ordered(models: list[str]) -> list[str]:
     """The asked-for models plus the runs they build on, in DEMO_MODELS order."""
     unknown = [m for m in models if m not in DEMO_MODELS]
     if unknown:
-        from captionkit.registry import UnknownNameError
         raise UnknownNameError(f"unknown demo model(s) {unknown}; valid: {', '.join(DEMO_MODELS)}")
     wanted = set(models) | {NEEDS[p] for m in models for p in NEEDS if any(p in o for o in DEMO_MODELS[m])}
     return [m for m in DEMO_MODELS if m in wanted]
@@ -156,10 +175,11 @@ def _make_data(data: Path, cfg: DemoConfig) -> None:
     write_synthetic_dataset(data, images=cfg.images, seed=cfg.seed, size=cfg.size)
 
 
-def _train(preset: str, data: Path, run_dir: Path, overrides: list[str]) -> None:
+def _train(preset: str, data: Path, run_dir: Path, overrides: list[str], init_from: Path | None = None) -> None:
     from captionkit.training import load_run_config, train
 
-    config = load_run_config(preset=preset, overrides=overrides, dataset=str(data), out=str(run_dir))
+    config = load_run_config(preset=preset, overrides=overrides, dataset=str(data), out=str(run_dir),
+                             init_from=str(init_from) if init_from else None)
     train(config, resume=True)  # resumes an interrupted demo run; starts fresh when there is no checkpoint
 
 
@@ -195,9 +215,14 @@ def blind_baseline(data: Path, split: str) -> dict[str, float]:
     return {**result.corpus, "caption": caption}
 
 
+def run_names(cfg: DemoConfig) -> list[str]:
+    """The demo's rows: every model, then every self-critical fine-tuning of one."""
+    return [*cfg.models, *(parent + SCST_SUFFIX for parent in cfg.scst)]
+
+
 def _collect(out: Path, data: Path, cfg: DemoConfig) -> dict[str, Any]:
     models = {}
-    for name in cfg.models:
+    for name in run_names(cfg):
         path = out / name / "eval" / cfg.split / "metrics.json"
         models[name] = json.loads(path.read_text(encoding="utf-8"))
     return {"split": cfg.split, "models": models, "baselines": {"blind": blind_baseline(data, cfg.split)}}
@@ -206,7 +231,7 @@ def _collect(out: Path, data: Path, cfg: DemoConfig) -> dict[str, Any]:
 def _report(out: Path, cfg: DemoConfig) -> None:
     from captionkit.report import build_report
 
-    build_report([out / name for name in cfg.models], out / "report.html")
+    build_report([out / name for name in run_names(cfg)], out / "report.html")
 
 
 def format_table(results: dict[str, Any], columns: tuple[str, ...] = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr",

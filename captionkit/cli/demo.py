@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + [f"out={args.out}"]
     if args.models:
         overrides.append(f"models=[{args.models}]")
+        wanted = args.models.split(",")  # fine-tune only the asked-for models
+        overrides.append(f"scst=[{','.join(p for p in DemoConfig().scst if p in wanted)}]")
     config = load_config(DemoConfig, args.config, overrides)
     results = run_demo(config)
     print()

@@ -12,6 +12,7 @@ from safetensors.torch import load_model
 
 from captionkit.config import ConfigError, merge
 from captionkit.models.base import CaptionModel, TextTokenizer
+from captionkit.models.encoders import absolute_spec
 from captionkit.models.model_dir import WEIGHTS_NAME, ModelDirError, read_model_config
 
 SHOWN = 5  # differing keys named per kind in an error message
@@ -29,7 +30,8 @@ def with_init_model(data: dict[str, Any]) -> dict[str, Any]:
     if wanted is not None and wanted != source["model"]["type"]:
         raise ConfigError(f"model.type={wanted!r} but init_from {directory} holds a {source['model']['type']!r} "
                           "model; start from a model of that type or use settings for its type")
-    return merge({"model": source["model"], "encoder": source.get("encoder")}, data)
+    encoder = absolute_spec(source.get("encoder"), directory)  # stored relative to the model directory
+    return merge({"model": source["model"], "encoder": encoder}, data)
 
 
 def init_tokenizer(directory: str | Path) -> TextTokenizer:

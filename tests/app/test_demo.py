@@ -14,7 +14,8 @@ TINY_TRAIN = ["train.epochs=1", "train.max_steps=2", "train.batch_size=8", "eval
 @pytest.mark.slow
 def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     out = tmp_path / "demo"
-    overrides = {name: list(TINY_TRAIN) for name in DEMO_MODELS}
+    rows = [*DEMO_MODELS, "demo-clipcap-mlp+scst", "demo-show-attend-tell+scst"]
+    overrides = {name: list(TINY_TRAIN) for name in rows}
     for name in ("demo-clipcap-mlp", "demo-clipcap-transformer"):
         overrides[name].append("model.clip_dim=64")  # the tiny CLIP's embedding size
     # random encoders of the demo's shapes instead of the shipped pretrained ones: this tests the steps, not quality
@@ -28,7 +29,7 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "metrics.json").read_text())
-    assert set(results["models"]) == set(DEMO_MODELS)
+    assert set(results["models"]) == set(rows)
     for scores in [*results["models"].values(), results["baselines"]["blind"]]:
         assert {"Bleu_4", "CIDEr", "ROUGE_L", "object_f1"} <= set(scores)
     assert "| demo-clipcap-mlp |" in printed and "baseline: blind" in printed
@@ -46,7 +47,8 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     redone = {name for name, mtime in markers.items() if (out / ".steps" / name).stat().st_mtime_ns != mtime}
     assert redone == {"clip-pretrain.json", "train-demo-clipcap-mlp.json", "export-gpt2.json",
                       "evaluate-demo-clipcap-mlp.json", "train-demo-clipcap-transformer.json",
-                      "evaluate-demo-clipcap-transformer.json"}
+                      "evaluate-demo-clipcap-transformer.json", "train-demo-clipcap-mlp+scst.json",
+                      "evaluate-demo-clipcap-mlp+scst.json"}
     clip_log = [json.loads(line) for line in (out / "clip" / "pretrain_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in clip_log] == [0, 1]  # trained afresh, not the old CLIP reused
 

@@ -100,7 +100,7 @@ def test_clipcap_reranks_beams_with_its_own_clip(clipcap_dir, images):
     chosen = captioner.caption(images, rerank="clip", rerank_weight=1.0, rerank_candidates=4, max_new_tokens=6)
     for image, group, caption in zip(images, beams, chosen):
         texts = list(dict.fromkeys(captioner.decode(group)))
-        scores = clip_scores(f"{captioner.config['encoder'][5:]}", {i: image for i in range(len(texts))},
+        scores = clip_scores(captioner.encoder.spec[len("clip:"):], {i: image for i in range(len(texts))},
                              dict(enumerate(texts)))["CLIPScore"][1]
         best = max(scores.values())
         assert caption in [texts[i] for i, s in scores.items() if s == pytest.approx(best, abs=1e-5)]
