@@ -49,6 +49,11 @@ class EncoderPretrainConfig:
     # "grouped": sigmoid cross-entropy averaged per label group (the scene stream's colour / shape / kind / count
     # levels), then over groups; "mean": one mean over all labels
     label_loss: str = "grouped"
+    # A curriculum: for the first `first_steps` steps only these label groups count. Measured on the demo's VGG: with
+    # colour labels from the start it learnt colours and stayed at the majority rate on shapes for 1,750 steps;
+    # on shape labels alone it reached 0.97-1.00 on three shapes in 400 steps.
+    first_groups: list[str] = field(default_factory=list)
+    first_steps: int = 0
     mixed_precision: str = "no"  # "bf16": autocast (CPUs with AVX-512 BF16 or AMX, and GPUs), weights stay fp32
     num_workers: int = 1  # processes decoding (or drawing) images beside the training process
     checkpoint_every_steps: int = 250
@@ -131,6 +136,7 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
     if cfg.label_loss not in ("grouped", "mean"):
         raise ConfigError(f"label_loss={cfg.label_loss!r}: use grouped or mean")
     groups = _group_index(source) if cfg.label_loss == "grouped" else torch.zeros(len(vocab.names), dtype=torch.long)
+    first_mask = _first_mask(source, cfg)
     set_seed(cfg.seed)
     classifier = build_classifier(cfg.encoder, len(vocab.names))
     has_gpu = torch.cuda.is_available()
@@ -167,8 +173,12 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
         for pixels, targets in loader:
             logits = model(pixels.to(accelerator.device)).float()
             targets = targets.to(accelerator.device)
+            if step < cfg.first_steps:  # the curriculum's first part: its label groups only
+                logits, targets, step_groups = logits[:, first_mask], targets[:, first_mask], groups[first_mask]
+            else:
+                step_groups = groups
             loss = (nn.functional.cross_entropy(logits, targets.argmax(1)) if single_label
-                    else grouped_bce(logits, targets, groups))
+                    else grouped_bce(logits, targets, torch.unique(step_groups, return_inverse=True)[1]))
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
             optimizer.step()
@@ -202,6 +212,18 @@ class _ScheduleSettings:
     warmup_ratio: float
     warmup_steps: int = 0
     schedule: str = "cosine"
+
+
+def _first_mask(source: LabelledImages, cfg: EncoderPretrainConfig) -> Tensor:
+    """(num_labels,) bool: the labels of the curriculum's first groups (all labels when there are none)."""
+    if not cfg.first_steps:
+        return torch.ones(len(source.label_names), dtype=torch.bool)
+    groups = getattr(source, "label_groups", None) or []
+    unknown = sorted(set(cfg.first_groups) - set(groups))
+    if unknown or not cfg.first_groups:
+        raise ConfigError(f"first_groups={cfg.first_groups}: this source's label groups are "
+                          f"{sorted(set(groups)) or 'none'}")
+    return torch.tensor([g in cfg.first_groups for g in groups])
 
 
 def _group_index(source: LabelledImages) -> Tensor:

@@ -84,3 +84,20 @@ def test_a_clip_image_tower_trains_and_lit_keeps_it_locked(tmp_path):
     a = load_encoder(f"clip:{tower / 'clip'}").encode_images([image])
     b = load_encoder(f"clip:{lit}").encode_images([image])
     torch.testing.assert_close(a, b)
+
+
+def test_label_groups_weigh_equally_and_the_curriculum_starts_with_its_groups(tmp_path):
+    from captionkit.encoder_pretrain import grouped_bce
+
+    logits, targets = torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])
+    groups = torch.tensor([0, 1, 1, 1])  # one label against three: each group is half the loss
+    per_label = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0)
+    torch.testing.assert_close(grouped_bce(logits, targets, groups), (per_label[0] + per_label[1:].mean()) / 2)
+
+    config = EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", first_groups=["shape"], first_steps=2,
+                                   **TINY)
+    out = pretrain_encoder(tmp_path / "curriculum", config, progress=False)
+    assert (out / "weights.safetensors").is_file()
+    with pytest.raises(ConfigError, match="label groups are"):
+        pretrain_encoder(tmp_path / "bad", EncoderPretrainConfig(encoder="vgg16-small", data="synth:0",
+                                                                 first_groups=["size"], first_steps=2, **TINY))
