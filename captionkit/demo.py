@@ -222,9 +222,13 @@ def run_names(cfg: DemoConfig) -> list[str]:
 
 def _collect(out: Path, data: Path, cfg: DemoConfig) -> dict[str, Any]:
     models = {}
+    from captionkit.evaluation.diversity import caption_statistics
+
     for name in run_names(cfg):
-        path = out / name / "eval" / cfg.split / "metrics.json"
-        models[name] = json.loads(path.read_text(encoding="utf-8"))
+        folder = out / name / "eval" / cfg.split
+        predictions = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
+        models[name] = {**json.loads((folder / "metrics.json").read_text(encoding="utf-8")),
+                        **caption_statistics(p["caption"] for p in predictions)}
     return {"split": cfg.split, "models": models, "baselines": {"blind": blind_baseline(data, cfg.split)}}
 
 
@@ -235,7 +239,7 @@ def _report(out: Path, cfg: DemoConfig) -> None:
 
 
 def format_table(results: dict[str, Any], columns: tuple[str, ...] = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
-                                                                      "object_f1")) -> str:
+                                                                      "object_f1", "mean_length", "distinct_2")) -> str:
     """Markdown table of the demo's models and baselines."""
     rows = [("model", *columns), ("---", *("---:" for _ in columns))]
     entries = {**results["models"], **{f"baseline: {k}": v for k, v in results["baselines"].items()}}

@@ -93,3 +93,12 @@ def test_malformed_candidates_are_one_line_errors(files, tmp_path, capsys):
     assert main(["score", str(bad), "--references", str(ref_path), *FAST]) == 2
     err = capsys.readouterr().err
     assert "bad.json: entry 0 is not" in err and err.count("\n") == 1
+
+
+def test_caption_statistics_show_length_and_repetition():
+    from captionkit.evaluation.diversity import caption_statistics
+
+    stats = caption_statistics(["a red circle .", "a red circle .", "two blue stars ."])
+    assert stats["mean_length"] == 3.0
+    assert stats["distinct_1"] == 6 / 9 and stats["distinct_2"] == 4 / 6
+    assert caption_statistics([]) == {"mean_length": 0.0, "distinct_1": 0.0, "distinct_2": 0.0}
