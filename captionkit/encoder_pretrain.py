@@ -54,6 +54,7 @@ class EncoderPretrainConfig:
     # on shape labels alone it reached 0.97-1.00 on three shapes in 400 steps.
     first_groups: list[str] = field(default_factory=list)
     first_steps: int = 0
+    first_other_weight: float = 0.0  # the weight of the other groups' loss during the first steps
     mixed_precision: str = "no"  # "bf16": autocast (CPUs with AVX-512 BF16 or AMX, and GPUs), weights stay fp32
     num_workers: int = 1  # processes decoding (or drawing) images beside the training process
     checkpoint_every_steps: int = 250
@@ -173,12 +174,15 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
         for pixels, targets in loader:
             logits = model(pixels.to(accelerator.device)).float()
             targets = targets.to(accelerator.device)
-            if step < cfg.first_steps:  # the curriculum's first part: its label groups only
-                logits, targets, step_groups = logits[:, first_mask], targets[:, first_mask], groups[first_mask]
+            if single_label:
+                loss = nn.functional.cross_entropy(logits, targets.argmax(1))
+            elif step < cfg.first_steps:  # the curriculum's first part: its label groups (the others weigh less)
+                loss = grouped_bce(logits[:, first_mask], targets[:, first_mask], _dense(groups[first_mask]))
+                if cfg.first_other_weight:
+                    loss = loss + cfg.first_other_weight * grouped_bce(logits[:, ~first_mask], targets[:, ~first_mask],
+                                                                       _dense(groups[~first_mask]))
             else:
-                step_groups = groups
-            loss = (nn.functional.cross_entropy(logits, targets.argmax(1)) if single_label
-                    else grouped_bce(logits, targets, torch.unique(step_groups, return_inverse=True)[1]))
+                loss = grouped_bce(logits, targets, groups)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
             optimizer.step()
@@ -212,6 +216,11 @@ class _ScheduleSettings:
     warmup_ratio: float
     warmup_steps: int = 0
     schedule: str = "cosine"
+
+
+def _dense(groups: Tensor) -> Tensor:
+    """Group ids renumbered 0..k-1 (a subset of the labels holds a subset of the groups)."""
+    return torch.unique(groups, return_inverse=True)[1]
 
 
 def _first_mask(source: LabelledImages, cfg: EncoderPretrainConfig) -> Tensor:
