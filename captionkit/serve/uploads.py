@@ -63,7 +63,11 @@ async def _read_form(request: Request, settings: ServeSettings) -> ParsedRequest
     except ApiError:
         raise
     except Exception as exc:  # noqa: BLE001 - malformed multipart: starlette's errors vary by version
-        raise ApiError(400, "bad_form", f"cannot parse the multipart form: {exc}") from None
+        message = str(getattr(exc, "detail", exc))
+        if "Too many files" in message:  # starlette's max_files check, raised as a plain 400
+            raise ApiError(413, "too_many_images", f"more than {settings.max_images} images in one request; "
+                                                   f"this server takes at most {settings.max_images}") from None
+        raise ApiError(400, "bad_form", f"cannot parse the multipart form: {message}") from None
     try:
         uploads, fields = [], {}
         for key, value in form.multi_items():

@@ -39,7 +39,7 @@ def captioners(tiny_model_dir, sat_model_dir):
 def make_client(models, **settings) -> TestClient:
     """A TestClient whose lifespan has run and whose models are loaded (call as a context manager)."""
     app = create_app(models, ServeSettings(**settings))
-    return TestClient(app, base_url="http://127.0.0.1:8000")
+    return TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
 
 
 @pytest.fixture()
