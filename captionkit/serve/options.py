@@ -86,15 +86,17 @@ def parse_options(fields: Mapping[str, Any], from_form: bool) -> dict[str, Any]:
 
 
 def resolve(defaults: DecodingConfig, options: dict[str, Any], settings: ServeSettings) -> DecodingConfig:
-    """`defaults` with `options` applied, checked by DecodingConfig itself and against the server's caps (422)."""
+    """`defaults` with `options` applied, checked by DecodingConfig itself and the requested values against the
+    server's caps (422)."""
     try:
         config = defaults.replace(**options)
     except ConfigError as exc:
         raise ApiError(422, "invalid_option", str(exc)) from None
-    if config.num_beams > settings.max_beams:
+    # the caps bound what a client asks for; a model's own defaults are the operator's choice
+    if "num_beams" in options and config.num_beams > settings.max_beams:
         raise ApiError(422, "invalid_option", f"num_beams: {config.num_beams} is over this server's limit of "
                                               f"{settings.max_beams}")
-    if config.max_new_tokens > settings.max_new_tokens:
+    if "max_new_tokens" in options and config.max_new_tokens > settings.max_new_tokens:
         raise ApiError(422, "invalid_option", f"max_new_tokens: {config.max_new_tokens} is over this server's "
                                               f"limit of {settings.max_new_tokens}")
     return config
