@@ -48,6 +48,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random ClipCap model directory (tiny CLIP encoder, BPE learnt from a few captions): CLI and server
     tests."""
     preset = get_preset("tiny-clipcap-mlp")
+    torch.manual_seed(0)  # the same random weights (and captions) in every run
     model = build_model(preset["model"])
     captions = ["a red circle .", "two blue squares on a grey background .", "a green star ."] * 10
     tokenizer = get_model_class("clipcap").build_tokenizer(model.config, captions)

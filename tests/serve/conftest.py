@@ -5,6 +5,7 @@ import io
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -25,6 +26,7 @@ def sat_model_dir(tmp_path_factory) -> Path:
     cls = get_model_class(preset["model"]["type"])
     config = from_dict(cls.config_class, {k: v for k, v in preset["model"].items() if k != "type"})
     tokenizer = cls.build_tokenizer(config, CAPTIONS)
+    torch.manual_seed(0)
     model = cls.build(cls.config_for_tokenizer(config, tokenizer))
     return save_model_dir(tmp_path_factory.mktemp("sat") / "model", model, tokenizer, preset["encoder"])
 

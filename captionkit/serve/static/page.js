@@ -60,6 +60,7 @@ function beams() {
 async function captionFile(file) {
   const url = URL.createObjectURL(file);
   const img = el("img", { src: url, alt: "uploaded image " + file.name });
+  img.addEventListener("error", () => { img.hidden = true; });  // not an image the browser can show either
   const thumb = el("div", { class: "thumb" }, img, el("p", { class: "name" }, file.name));
   const out = el("div", { class: "out" }, el("p", {}, "Captioning…"));
   const card = el("article", { class: "card", "aria-label": file.name }, thumb, out);
@@ -153,7 +154,10 @@ function drawHeat(canvas, img, data, t) {
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
       const w = weights[r * cols + c] / peak;
-      cells.fillStyle = "rgba(255," + Math.round(200 * (1 - w)) + ",0," + (0.15 + 0.6 * w).toFixed(3) + ")";
+      // blue where the model barely looked, through yellow to red where it looked most (like 'jet')
+      const red = Math.round(255 * Math.min(1, 2 * w)), blue = Math.round(255 * Math.min(1, 2 * (1 - w)));
+      const green = Math.round(255 * (1 - Math.abs(2 * w - 1)));
+      cells.fillStyle = "rgba(" + red + "," + green + "," + blue + ",0.55)";
       cells.fillRect(c, r, 1, 1);
     }
   }
