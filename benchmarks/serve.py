@@ -136,7 +136,8 @@ def rss_mb(process: subprocess.Popen) -> float:
 def run_mode(mode: str, model: Path, args: argparse.Namespace, images: list[bytes]) -> dict:
     process, url = start_server(model, MODES[mode], args.batch_wait_ms, args.threads)
     try:
-        asyncio.run(load(url, 8, args.warmup, images, args.max_new_tokens))
+        # warm-up at the highest concurrency, so the largest batch shapes have been allocated once
+        asyncio.run(load(url, max(CLIENTS), args.warmup, images, args.max_new_tokens))
         rss_warm = rss_mb(process)
         rows = []
         for clients in CLIENTS:
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a model directory (default: a demo-like ClipCap built here)")
     parser.add_argument("--requests", type=int, default=2000, help="requests at 32 clients (per mode)")
     parser.add_argument("--small-requests", type=int, default=200, help="requests at 1 and 8 clients")
-    parser.add_argument("--warmup", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=256, help="requests at 32 clients before RSS is read")
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the server")

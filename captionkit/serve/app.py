@@ -102,20 +102,24 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
               openapi_extra=schemas.request_body(multiple=True), summary="Caption images")
     async def captions(request: Request) -> dict[str, Any]:
         start = time.perf_counter()
-        parsed = await read_request(request, settings, FIELDS)
-        chosen = pool.select(_model_field(parsed.fields))
-        options = parse_options(parsed.fields, parsed.from_form)
-        configs = {m.name: resolve(m.captioner.decoding, options, settings) for m in chosen}
-        images = await decode_images(parsed.uploads, settings)
-        read_ms = _ms(start)
+        with pool.arrival():
+            parsed = await read_request(request, settings, FIELDS)
+            chosen = pool.select(_model_field(parsed.fields))
+            options = parse_options(parsed.fields, parsed.from_form)
+            configs = {m.name: resolve(m.captioner.decoding, options, settings) for m in chosen}
+            images = await decode_images(parsed.uploads, settings)
+            read_ms = _ms(start)
+            try:
+                queued = [m.worker.submit_captions(images, batch_key(configs[m.name]),
+                                                   dataclasses.asdict(configs[m.name])) for m in chosen]
+            except Overloaded as exc:
+                raise ApiError(503, "overloaded", str(exc), {"Retry-After": "1"}) from None
 
-        async def run(model: ServedModel) -> tuple[list[str], float]:
-            began = time.perf_counter()
-            config = configs[model.name]
-            texts = await model.worker.caption(images, batch_key(config), dataclasses.asdict(config))
-            return texts, _ms(began)
+        async def finish(futures: list[asyncio.Future]) -> tuple[list[str], float]:
+            texts = await asyncio.gather(*futures)
+            return list(texts), _ms(start)
 
-        results = await _gather(run(m) for m in chosen)
+        results = await asyncio.gather(*(finish(futures) for futures in queued))
         entries = [{"image": upload.name, "model": model.name, "caption": texts[i]}
                    for i, upload in enumerate(parsed.uploads) for model, (texts, _) in zip(chosen, results)]
         timing = {"total": _ms(start), "read": read_ms, "models": {m.name: ms for m, (_, ms) in zip(chosen, results)}}
@@ -173,17 +177,6 @@ def _attention_model(pool: ModelPool, name: str | None) -> ServedModel:
         raise ApiError(422, "no_attention", f"model {name!r} ({model.captioner.model.model_type}) has no attention "
                                             "weights; attention maps need a show-attend-tell model")
     return model
-
-
-async def _gather(coroutines: Any) -> list[Any]:
-    """Run the per-model work together; a full queue is a 503 (every task is awaited, so none leaks)."""
-    results = await asyncio.gather(*coroutines, return_exceptions=True)
-    for result in results:
-        if isinstance(result, Overloaded):
-            raise ApiError(503, "overloaded", str(result), {"Retry-After": "1"})
-        if isinstance(result, BaseException):
-            raise result
-    return results
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -55,21 +55,31 @@ class ModelWorker:
     the batch gets one encoder pass, then one batched decode per distinct set of decoding options.
     """
 
-    def __init__(self, name: str, captioner: Any, max_batch: int, wait_s: float, max_queue: int) -> None:
+    def __init__(self, name: str, captioner: Any, max_batch: int, wait_s: float, max_queue: int,
+                 expecting: Callable[[], bool] = lambda: True) -> None:
         self.name, self.captioner = name, captioner
         self.max_batch, self.wait_s, self.max_queue = max_batch, wait_s, max_queue
+        # whether more images may be on their way (requests still being read); waiting for them when none are
+        # only adds latency, e.g. to a lone client's every request
+        self.expecting = expecting
         self._pending: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"captionkit-serve-{name}", daemon=True)
         self._thread.start()
 
-    async def caption(self, images: list[Image.Image], key: Hashable, options: dict[str, Any]) -> list[str]:
-        """Captions of `images` decoded with `options`, in order; raises Overloaded when the queue is full."""
+    def submit_captions(self, images: list[Image.Image], key: Hashable, options: dict[str, Any]) -> list[asyncio.Future]:
+        """Queue `images` for captioning with `options` (call from the event loop): one future per image, giving
+        its caption. Raises Overloaded, queueing none of them, when the queue cannot take them all."""
         loop = asyncio.get_running_loop()
         jobs = [_Caption(loop.create_future(), loop, image=image, key=key, options=options) for image in images]
         self._submit(jobs)
-        return list(await asyncio.gather(*(job.future for job in jobs)))
+        return [job.future for job in jobs]
+
+    def notify(self) -> None:
+        """Wake the worker to re-check `expecting` (a request stopped arriving without submitting anything)."""
+        with self._cond:
+            self._cond.notify()
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn()` on the worker thread (between batches) and return its result."""
@@ -104,7 +114,7 @@ class ModelWorker:
             if isinstance(self._pending[0], _Call):
                 return [self._pending.popleft()]
             deadline = self._pending[0].enqueued + self.wait_s
-            while len(self._pending) < self.max_batch and not self._closed:
+            while len(self._pending) < self.max_batch and not self._closed and self.expecting():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

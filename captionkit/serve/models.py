@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 from captionkit.captioner import Captioner
 from captionkit.config import to_dict
@@ -56,6 +57,7 @@ class ModelPool:
             raise ValueError("a server needs at least one model")
         self.sources, self.settings, self.on_load_error = dict(sources), settings, on_load_error
         self.models: dict[str, ServedModel] = {}
+        self.arriving = 0  # caption requests being read, not yet queued (changed on the event loop only)
         self.error: BaseException | None = None
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -77,8 +79,9 @@ class ModelPool:
             loaded = {}
             for name, source in self.sources.items():
                 captioner = load_captioner(source, s.device)
-                loaded[name] = ServedModel(name, captioner, ModelWorker(name, captioner, s.max_batch,
-                                                                        s.batch_wait_ms / 1000, s.max_queue))
+                worker = ModelWorker(name, captioner, s.max_batch, s.batch_wait_ms / 1000, s.max_queue,
+                                     expecting=lambda: self.arriving > 0)
+                loaded[name] = ServedModel(name, captioner, worker)
                 log.info("model %r loaded (%s)", name, captioner.model.model_type)
             self.models = loaded
             self._ready.set()
@@ -109,6 +112,17 @@ class ModelPool:
             raise ApiError(404, "unknown_model", f"unknown model {name!r}; loaded: {sorted(self.models)} "
                                                  f"(or {ALL!r})")
         return [self.models[name]]
+
+    @contextmanager
+    def arrival(self) -> Iterator[None]:
+        """Around reading a caption request up to queueing its images: workers wait for it to batch with others."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+            for model in self.models.values():
+                model.worker.notify()
 
     def close(self) -> None:
         """Let every worker finish its queue (in-flight requests get their answers), then stop it."""

@@ -35,7 +35,7 @@ class CaptionEntry(BaseModel):
 class Timing(BaseModel):
     total: float = Field(description="the whole request, milliseconds")
     read: float = Field(description="receiving and decoding the images")
-    models: dict[str, float] = Field(description="per model: waiting for a batch, encoding and decoding")
+    models: dict[str, float] = Field(description="per model: from the request's start to its captions")
 
 
 class CaptionsResponse(BaseModel):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import threading
+from contextlib import contextmanager
 
 from PIL import Image
 
@@ -24,6 +25,17 @@ def post_together(client, requests: list[dict]) -> list:
     for t in threads:
         t.join(60)
     return responses
+
+
+@contextmanager
+def batched(captioners, max_batch: int = 3):
+    """A client whose workers wait (up to 20 s) until `max_batch` images are queued: requests sent together from
+    threads share a batch however the threads are scheduled."""
+    with make_client(captioners, max_batch=max_batch, batch_wait_ms=20_000) as client:
+        assert client.app.state.pool.wait(60)
+        for model in client.app.state.pool.models.values():
+            model.worker.expecting = lambda: True
+        yield client
 
 
 def upload(name: str, data: bytes, **fields) -> dict:
@@ -52,8 +64,7 @@ def test_a_corrupt_image_among_valid_ones_fails_only_its_own_request(captioners,
     expected = [captioner.caption(Image.open(io.BytesIO(data)))[0] for data in images]
     encodes.clear()
     # a long wait: the batch runs only once max_batch (3) images are waiting, so the three share it
-    with make_client(captioners, max_batch=3, batch_wait_ms=20_000) as client:
-        assert client.app.state.pool.wait(60)
+    with batched(captioners) as client:
         requests = [upload(f"{i}.png", data) for i, data in enumerate(images)]
         requests.insert(1, upload("broken.png", images[0][:60]))
         responses = post_together(client, requests)
@@ -69,8 +80,7 @@ def test_requests_with_different_options_share_the_encoder_but_decode_apart(capt
     encodes = spy(monkeypatch, captioner, "encode")
     generates = spy(monkeypatch, captioner, "generate")
     images = [image_bytes(c) for c in COLOURS]
-    with make_client(captioners, max_batch=3, batch_wait_ms=20_000) as client:
-        assert client.app.state.pool.wait(60)
+    with batched(captioners) as client:
         responses = post_together(client, [upload("a.png", images[0], num_beams="2"),
                                            upload("b.png", images[1]),
                                            upload("c.png", images[2], num_beams="2")])
@@ -87,8 +97,7 @@ def test_an_image_that_breaks_the_encoder_fails_alone(captioners, monkeypatch):
             raise RuntimeError("encoder cannot take a 13x13 image")
 
     encodes = spy(monkeypatch, captioners["clipcap"], "encode", before=refuse_odd)
-    with make_client(captioners, max_batch=3, batch_wait_ms=20_000) as client:
-        assert client.app.state.pool.wait(60)
+    with batched(captioners) as client:
         responses = post_together(client, [upload("a.png", image_bytes(COLOURS[0])),
                                            upload("odd.png", image_bytes(size=(13, 13))),
                                            upload("c.png", image_bytes(COLOURS[2]))])
@@ -98,3 +107,13 @@ def test_an_image_that_breaks_the_encoder_fails_alone(captioners, monkeypatch):
     assert [r.status_code for r in responses] == [200, 500, 200]
     assert responses[1].json()["error"]["code"] == "internal"
     assert [size for size, _ in encodes][:4] == [3, 1, 1, 1]  # the batch failed, then each image alone
+
+
+def test_a_lone_request_does_not_wait_for_a_batch(captioners, monkeypatch):
+    encodes = spy(monkeypatch, captioners["clipcap"], "encode")
+    # a 10-minute batch wait: were the worker to wait for company that is not coming, this would hang
+    with make_client(captioners, max_batch=3, batch_wait_ms=600_000) as client:
+        assert client.app.state.pool.wait(60)
+        for colour in COLOURS:
+            assert client.post("/v1/captions", **upload("a.png", image_bytes(colour))).status_code == 200
+    assert [size for size, _ in encodes] == [1, 1, 1]
