@@ -13,6 +13,7 @@ from captionkit.serve.errors import ApiError
 from captionkit.serve.settings import ServeSettings
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+MIN_SAMPLING_TEMPERATURE = 0.01
 
 
 def _option_types() -> dict[str, type]:
@@ -33,6 +34,13 @@ def _invalid(name: str, expected: str, value: Any) -> ApiError:
     return ApiError(422, "invalid_option", f"{name}: expected {expected}, got {value!r}")
 
 
+def _int64(name: str, value: int) -> int:
+    """torch takes seeds and sizes as 64-bit integers; a larger one would fail inside decoding, not here."""
+    if not -2**63 <= value < 2**63:
+        raise _invalid(name, "a 64-bit integer", value)
+    return value
+
+
 def _from_text(name: str, kind: type, text: str) -> Any:
     """A form field's string -> its option's type (what argparse's type= does for `captionkit caption`)."""
     text = text.strip()
@@ -44,7 +52,7 @@ def _from_text(name: str, kind: type, text: str) -> Any:
         raise _invalid(name, "true or false", text)
     if kind is int:
         try:
-            return int(text)
+            return _int64(name, int(text))
         except ValueError:
             raise _invalid(name, "an integer", text) from None
     if kind is float:
@@ -63,7 +71,7 @@ def _from_json(name: str, kind: type, value: Any) -> Any:
     if kind is bool and isinstance(value, bool):
         return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _int64(name, value)
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise _invalid(name, "a finite number", value)
@@ -99,6 +107,10 @@ def resolve(defaults: DecodingConfig, options: dict[str, Any], settings: ServeSe
     if "max_new_tokens" in options and config.max_new_tokens > settings.max_new_tokens:
         raise ApiError(422, "invalid_option", f"max_new_tokens: {config.max_new_tokens} is over this server's "
                                               f"limit of {settings.max_new_tokens}")
+    if config.do_sample and config.temperature < MIN_SAMPLING_TEMPERATURE:
+        raise ApiError(422, "invalid_option", f"temperature: {config.temperature:g} is below "
+                                              f"{MIN_SAMPLING_TEMPERATURE:g}, where the scaled logits overflow; "
+                                              "decode greedily (do_sample false) instead")
     return config
 
 

@@ -155,6 +155,8 @@ def test_415_not_an_image_or_not_a_supported_body(client):
     ({"do_sample": "true", "num_beams": "2"}, "do_sample works with num_beams=1 only"),
     ({"top_p": "nan"}, "top_p: expected a finite number"),
     ({"beam_scoring": "best"}, "beam_scoring must be one of"),
+    ({"seed": str(2**64)}, "seed: expected a 64-bit integer"),
+    ({"do_sample": "1", "temperature": "1e-300"}, "temperature: 1e-300 is below 0.01"),
     ({"colour": "red"}, "unknown field(s) ['colour']"),
 ])
 def test_422_bad_decoding_options(client, fields, needle):
