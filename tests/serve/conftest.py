@@ -1,19 +1,16 @@
 """Server fixtures: a tiny ClipCap and a tiny Show-Attend-Tell model directory, an app over both, test images."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
-from PIL import Image
 
 import captionkit
 from captionkit.config import from_dict
 from captionkit.models.model_dir import save_model_dir
 from captionkit.registry import get_model_class, get_preset
-from captionkit.serve import ServeSettings, create_app
+from serve_helpers import make_client
 
 CAPTIONS = ["a red circle above a blue square .", "two green stars on a white background .",
             "a blue square and a red circle .", "one yellow cross ."] * 3
@@ -38,20 +35,8 @@ def captioners(tiny_model_dir, sat_model_dir):
             "sat": captionkit.load(str(sat_model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3)}
 
 
-def make_client(models, **settings) -> TestClient:
-    """A TestClient whose lifespan has run and whose models are loaded (call as a context manager)."""
-    app = create_app(models, ServeSettings(**settings))
-    return TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
-
-
 @pytest.fixture()
 def client(captioners):
     with make_client(captioners) as c:
         assert c.app.state.pool.wait(60)
         yield c
-
-
-def image_bytes(colour=(200, 30, 30), size=(64, 48), fmt="PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format=fmt)
-    return buffer.getvalue()

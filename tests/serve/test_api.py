@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from captionkit.serve import models as serve_models
-from conftest import image_bytes, make_client
+from serve_helpers import image_bytes, make_client
 
 RED, BLUE = image_bytes((200, 30, 30)), image_bytes((20, 40, 220), size=(40, 70), fmt="JPEG")
 

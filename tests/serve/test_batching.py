@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from PIL import Image
 
-from conftest import image_bytes, make_client
+from serve_helpers import image_bytes, make_client
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 

@@ -10,7 +10,7 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error,  
 
 import base64  # noqa: E402
 
-from conftest import image_bytes, make_client  # noqa: E402
+from serve_helpers import image_bytes, make_client  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import image_bytes
+from serve_helpers import image_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 # The real CLI, with decoding slowed down and announced, so the test knows a request is in flight when it signals.
