@@ -50,10 +50,16 @@ def crop_fraction_of(captioner: Any) -> float:
     return preprocessor.crop / preprocessor.resize
 
 
+def encoder_crop(size: tuple[int, int], crop_fraction: float = VGG_CROP_FRACTION) -> tuple[int, int, int]:
+    """(left, top, side) in pixels of the central square a resize-then-centre-crop encoder sees in an image of
+    `size` (width, height)."""
+    side = round(min(size) * crop_fraction)
+    return round((size[0] - side) / 2), round((size[1] - side) / 2), side
+
+
 def encoder_view(image: Image.Image, crop_fraction: float = VGG_CROP_FRACTION) -> Image.Image:
     """The central square of `image` that a resize-then-centre-crop encoder sees (the grid covers exactly it)."""
-    side = round(min(image.size) * crop_fraction)
-    left, top = round((image.width - side) / 2), round((image.height - side) / 2)
+    left, top, side = encoder_crop(image.size, crop_fraction)
     return image.crop((left, top, left + side, top + side))
 
 
@@ -65,10 +71,26 @@ def render_attention_map(image: Image.Image, words: Sequence[str], weights: Tens
 
     `image` is the original picture: it is centre-cropped to the square the encoder read, `crop_fraction` of its
     shorter side (VGG16 preprocessing: 224 of 256; pass 1.0 for an image that is already that view)."""
+    canvas = attention_figure(image, words, weights, grid, columns, crop_fraction)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out_path, format="PNG")
+    return out_path
+
+
+def attention_grid(weights: Tensor, grid: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(rows, cols) of the attention grid: `grid` when given, else the square one that L of `weights` (T, L) fills."""
+    if grid is not None:
+        return grid
+    side = math.isqrt(weights.size(-1)) if weights.dim() == 2 else 0
+    return side, side
+
+
+def attention_figure(image: Image.Image, words: Sequence[str], weights: Tensor, grid: tuple[int, int] | None = None,
+                     columns: int = COLUMNS, crop_fraction: float = VGG_CROP_FRACTION) -> Image.Image:
+    """The figure render_attention_map writes, as an RGB image (for a caller that sends it rather than saves it)."""
     weights = torch.as_tensor(weights, dtype=torch.float32).detach().cpu()
-    if grid is None:
-        side = math.isqrt(weights.size(-1)) if weights.dim() == 2 else 0
-        grid = (side, side)
+    grid = attention_grid(weights, grid)
     if weights.dim() != 2 or weights.size(0) != len(words) or weights.size(1) != grid[0] * grid[1]:
         raise ValueError(f"attention weights of shape {tuple(weights.shape)} do not fit {len(words)} words on a "
                          f"{grid[0]}x{grid[1]} grid: expected ({len(words)}, {grid[0] * grid[1]})")
@@ -83,10 +105,7 @@ def render_attention_map(image: Image.Image, words: Sequence[str], weights: Tens
         x, y = (i % cols) * PANEL_PX, (i // cols) * (PANEL_PX + LABEL_PX)
         canvas.paste(panel, (x, y))
         draw.text((x + PANEL_PX // 2, y + PANEL_PX + LABEL_PX // 2), word, fill="black", font=font, anchor="mm")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_path, format="PNG")
-    return out_path
+    return canvas
 
 
 def _heat_panels(base: Image.Image, weights: Tensor, grid: tuple[int, int]) -> list[Image.Image]:

@@ -6,6 +6,14 @@ class ImageLoadError(OSError):
     """An image that cannot be used (missing, truncated, corrupt, too large); the message names the file."""
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image over the pixel limit (a decompression bomb or a huge scan), refused from its header alone."""
+
+
+class NotAnImageError(ImageLoadError):
+    """Data that is not an image in any format captionkit decodes (as opposed to a recognised but corrupt one)."""
+
+
 class FeatureCacheError(ValueError):
     """A feature cache that does not match the dataset or encoder asked for; the message says what differs."""
 

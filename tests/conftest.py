@@ -1,9 +1,13 @@
-"""Shared test fixtures: paths to ../shared, offline hub."""
+"""Shared test fixtures: paths to ../shared, offline hub, a tiny ClipCap model directory."""
 import os
 from pathlib import Path
 
 import pytest
 import torch
+
+from captionkit.models.base import build_model
+from captionkit.models.model_dir import save_model_dir
+from captionkit.registry import get_model_class, get_preset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,3 +41,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random ClipCap model directory (tiny CLIP encoder, BPE learnt from a few captions): CLI and server
+    tests."""
+    preset = get_preset("tiny-clipcap-mlp")
+    torch.manual_seed(0)  # the same random weights (and captions) in every run
+    model = build_model(preset["model"])
+    captions = ["a red circle .", "two blue squares on a grey background .", "a green star ."] * 10
+    tokenizer = get_model_class("clipcap").build_tokenizer(model.config, captions)
+    return save_model_dir(tmp_path_factory.mktemp("model") / "model", model, tokenizer, preset["encoder"])

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "captionkit.cli.evaluate",   # evaluate
     "captionkit.cli.score",      # score
     "captionkit.cli.report",     # report
+    "captionkit.cli.serve",      # serve
     "captionkit.cli.demo",       # demo
 ]
 

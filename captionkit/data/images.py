@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from captionkit.data.records import ShardImage
-from captionkit.errors import ImageLoadError
+from captionkit.errors import ImageLoadError, ImageTooLargeError, NotAnImageError
 
 # Formats captionkit decodes (PIL's JPEG opener also covers MPO, the multi-picture JPEG of many cameras). Others
 # are refused rather than handed to every PIL plugin, which keeps the attack surface of user uploads small.
@@ -77,8 +77,8 @@ def _name(source: str | os.PathLike[str] | BinaryIO) -> str:
     return str(getattr(source, "name", "<image data>"))
 
 
-def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage,
-               max_pixels: int | None = None) -> Image.Image:
+def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage, max_pixels: int | None = None,
+               name: str | None = None) -> Image.Image:
     """Decode an image fully into an upright RGB image.
 
     `path` may be a file path, an open binary file, the file's bytes or a ShardImage (an image inside a WebDataset
@@ -87,7 +87,11 @@ def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage,
     zero-byte, truncated, corrupt or unsupported file raises ImageLoadError naming the file. An image of more than
     `max_pixels` pixels (default: PIL's Image.MAX_IMAGE_PIXELS, about 89 million) raises ImageLoadError from its
     header alone, before any pixel is decoded, instead of exhausting memory. (PIL independently refuses images over
-    twice its own MAX_IMAGE_PIXELS; raise that global too to allow larger ones.)
+    twice its own MAX_IMAGE_PIXELS; raise that global too to allow larger ones.) `name` is what error messages
+    call the image (default: the path, or the file object's name); e.g. an upload's file name.
+
+    The subclasses ImageTooLargeError (over the pixel limit) and NotAnImageError (no supported format recognised)
+    tell those two cases apart from a recognised but corrupt file.
     """
     if isinstance(path, ShardImage):
         from captionkit.data.shards import read_shard_image
@@ -99,10 +103,12 @@ def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage,
         if not data:
             raise ImageLoadError(f"{path}: empty image (0 bytes)")
         source: str | os.PathLike[str] | BinaryIO = io.BytesIO(data)
-        name = str(path)
+        name = name if name is not None else str(path)
     else:
         source = io.BytesIO(path) if isinstance(path, bytes) else path
-        name = _name(source)
+        name = name if name is not None else _name(source)
+        if isinstance(path, bytes) and not path:
+            raise ImageLoadError(f"{name}: empty file (0 bytes)")
     if isinstance(source, (str, os.PathLike)):
         try:
             size = Path(source).stat().st_size
@@ -115,7 +121,7 @@ def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage,
         with _truncated_images_refused(), Image.open(source, formats=IMAGE_FORMATS) as image:
             width, height = image.size
             if limit is not None and width * height > limit:
-                raise ImageLoadError(f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
+                raise ImageTooLargeError(f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
                                      f"{limit} (a decompression bomb or a huge scan); raise max_pixels to allow it")
             image.seek(0)  # first frame of an animation
             image.load()
@@ -123,9 +129,9 @@ def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage,
     except ImageLoadError:
         raise
     except Image.UnidentifiedImageError as exc:
-        raise ImageLoadError(f"{name}: not a {'/'.join(IMAGE_FORMATS)} image, or the file is corrupt") from exc
+        raise NotAnImageError(f"{name}: not a {'/'.join(IMAGE_FORMATS)} image, or the file is corrupt") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning when warnings are errors
-        raise ImageLoadError(f"{name}: refused as a decompression bomb ({exc})") from exc
+        raise ImageTooLargeError(f"{name}: refused as a decompression bomb ({exc})") from exc
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{name}: no such file") from exc
     except _DECODE_ERRORS as exc:

@@ -1,0 +1,99 @@
+"""The API's shapes as OpenAPI sees them: response models, and the request bodies routes parse themselves."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from captionkit.cli.common import DECODING_OPTIONS
+from captionkit.serve.options import OPTION_TYPES
+from captionkit.serve.uploads import IMAGE_FIELD, JSON_IMAGES
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    type: str
+    encoder: str | None
+    attention: bool = Field(description="a Show-Attend-Tell model: POST /v1/attention works with it")
+    default_decoding: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class CaptionEntry(BaseModel):
+    image: str = Field(description="the uploaded file's name, or images[i] for JSON input")
+    model: str
+    caption: str
+
+
+class Timing(BaseModel):
+    total: float = Field(description="the whole request, milliseconds")
+    read: float = Field(description="receiving and decoding the images")
+    models: dict[str, float] = Field(description="per model: from the request's start to its captions")
+
+
+class CaptionsResponse(BaseModel):
+    captions: list[CaptionEntry]
+    timing_ms: Timing
+
+
+class AttentionResponse(BaseModel):
+    model: str
+    image: str
+    words: list[str]
+    grid: list[int] = Field(description="[rows, cols] of the attention grid")
+    weights: list[list[float]] = Field(description="one row of rows*cols weights per word")
+    crop: list[float] = Field(description="[left, top, side] in image pixels: the square the encoder saw")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
+def _option_schemas(as_text: bool) -> dict[str, Any]:
+    """Decoding options as schema properties; in a form every value travels as text."""
+    return {name: {"type": "string"} if as_text else {"type": _JSON_TYPES[OPTION_TYPES[name]]}
+            for name in DECODING_OPTIONS}
+
+
+def request_body(multiple: bool) -> dict[str, Any]:
+    """`openapi_extra` for a route that reads multipart or JSON itself (FastAPI cannot declare both)."""
+    model = {"type": "string", "description": "a model name, or 'all' (captions only); default: the first model"}
+    if multiple:
+        files = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
+        b64 = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}, "minItems": 1}
+    else:
+        files = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": 1}
+        b64 = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}, "minItems": 1,
+               "maxItems": 1}
+    form = {"type": "object", "required": [IMAGE_FIELD], "additionalProperties": False,
+            "properties": {IMAGE_FIELD: files, "model": model, **_option_schemas(as_text=True)}}
+    json_body = {"type": "object", "required": [JSON_IMAGES], "additionalProperties": False,
+                 "properties": {JSON_IMAGES: b64, "model": model, **_option_schemas(as_text=False)}}
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": form},
+        "application/json": {"schema": json_body},
+    }}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {400: "unreadable or corrupt image (the message names the upload), malformed body",
+                    401: "missing or wrong API key", 403: "cross-origin request from an origin not allowed",
+                    404: "unknown model", 413: "body, image count or image pixels over the limit",
+                    415: "not an image, or a body that is neither multipart nor JSON",
+                    422: "bad decoding option or field", 503: "models loading, or the queue is full"}
+    return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}
