@@ -117,21 +117,28 @@ class Captioner:
             else list(images_or_paths)
         if batch_size < 1:
             raise ConfigError(f"caption: batch_size must be >= 1, got {batch_size}")
-        config = self.decoding.replace(**decoding)  # a bad option fails before any image is loaded
+        self.decoding.replace(**decoding)  # a bad option fails before any image is loaded
         rerank_config = RerankConfig.from_options(rerank, rerank_weight, rerank_candidates, rerank_clip)
-        reranker = self.reranker(rerank_config) if rerank_config is not None else None
+        if rerank_config is not None:
+            self.reranker(rerank_config)  # so does a model that cannot rerank (its CLIP is loaded once, now)
         captions: list[str] = []
         with tqdm(total=len(items), disable=not progress, unit="img", desc="captioning") as bar:
             for start in range(0, len(items), batch_size):
                 chunk = [_load(image) for image in items[start:start + batch_size]]
                 features = self.encode(chunk)
-                if reranker is None:
-                    ids = self.generate(features, **decoding)
-                else:
-                    ids = reranker.choose(self.model, self.tokenizer, features, chunk, config)
-                captions.extend(self.decode(ids))
+                captions.extend(self.decode(self.caption_ids(features, chunk, rerank_config, **decoding)))
                 bar.update(len(chunk))
         return captions
+
+    def caption_ids(self, features: Tensor, images: Sequence[Image.Image], rerank: Any = None,
+                    **decoding: Any) -> list[list[int]]:
+        """Caption ids for the (B, *feature_shape) `features` of `images`: decoded as `decoding` says, or with `rerank`
+        (a captionkit.rerank.RerankConfig) the best of its candidates (the images feed a CLIP other than the
+        model's encoder). The step `caption` runs per batch, and the server per micro-batch."""
+        if rerank is None:
+            return self.generate(features, **decoding)
+        return self.reranker(rerank).choose(self.model, self.tokenizer, features, images,
+                                            self.decoding.replace(**decoding))
 
     def reranker(self, config: Any) -> Any:
         """A ClipReranker for a captionkit.rerank.RerankConfig; its CLIP is loaded once per captioner and spec."""

@@ -1,4 +1,4 @@
-"""Shared test fixtures: paths to ../shared, offline hub, a tiny ClipCap model directory."""
+"""Shared test fixtures: paths to ../shared, offline hub, a tiny ClipCap model directory, a tiny saved CLIP."""
 import os
 from pathlib import Path
 
@@ -53,3 +53,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     captions = ["a red circle .", "two blue squares on a grey background .", "a green star ."] * 10
     tokenizer = get_model_class("clipcap").build_tokenizer(model.config, captions)
     return save_model_dir(tmp_path_factory.mktemp("model") / "model", model, tokenizer, preset["encoder"])
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory, shared_dir: Path) -> Path:
+    """The tiny random CLIP of the tiny presets, saved like a hub checkpoint with the real CLIP BPE tokenizer
+    (text tower and tokenizer included: what CLIP reranking and CLIPScore need). Reranking tests."""
+    from captionkit.models import hf
+
+    model, processor, _ = hf.load_clip("captionkit:tiny-clip")
+    tokenizer = hf.clip_tokenizer(str(shared_dir / "tokenizers" / "clip"))
+    return hf.save_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", model, processor, tokenizer)

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow cross-origin requests from ORIGIN, e.g. https://example.org (repeatable)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--rerank-clip", action="append", default=[], metavar="SPEC",
+                   help="a CLIP 'clip:HUB_ID_OR_DIR' that requests may name as rerank_clip (repeatable; loaded "
+                        "with the models). Without one, requests rerank only with a model's own CLIP (ClipCap)")
     p.set_defaults(func=run)
 
 
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     models = parse_model_specs(args.models)
     settings = ServeSettings(api_key=api_key, allow_origins=args.allow_origin, max_batch=args.max_batch,
                              batch_wait_ms=args.batch_wait_ms, max_upload_mb=args.max_upload_mb,
-                             device=args.device)
+                             device=args.device, rerank_clips=args.rerank_clip)
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None
 

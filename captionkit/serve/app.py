@@ -17,19 +17,20 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 import captionkit
-from captionkit.cli.common import DECODING_OPTIONS
+from captionkit.cli.common import DECODING_OPTIONS, RERANK_OPTIONS
 from captionkit.serve import schemas
 from captionkit.serve.batcher import Overloaded
 from captionkit.serve.errors import ApiError, error_response
 from captionkit.serve.models import ALL, ModelPool, ModelSource, ServedModel
-from captionkit.serve.options import batch_key, parse_options, resolve
+from captionkit.serve.options import batch_key, parse_options, resolve, resolve_rerank
 from captionkit.serve.security import ApiKeyGuard, BodyLimit, OriginGuard
 from captionkit.serve.settings import ServeSettings
 from captionkit.serve.uploads import decode_images, read_request
 
 log = logging.getLogger(__name__)
 
-FIELDS = {"model", *DECODING_OPTIONS}  # what a captions/attention request may send besides its images
+FIELDS = {"model", *DECODING_OPTIONS}  # what an attention request may send besides its image
+CAPTION_FIELDS = FIELDS | set(RERANK_OPTIONS)  # and a captions request
 _PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
              "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _ERRORS = schemas.error_responses(400, 401, 403, 404, 413, 415, 422, 503)
@@ -103,15 +104,22 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
     async def captions(request: Request) -> dict[str, Any]:
         start = time.perf_counter()
         with pool.arrival():
-            parsed = await read_request(request, settings, FIELDS)
+            parsed = await read_request(request, settings, CAPTION_FIELDS)
             chosen = pool.select(_model_field(parsed.fields))
             options = parse_options(parsed.fields, parsed.from_form)
             configs = {m.name: resolve(m.captioner.decoding, options, settings) for m in chosen}
+            rerank = resolve_rerank(options, settings)
+            try:
+                for m in chosen if rerank is not None else ():
+                    await m.check_reranker(rerank)
+            except Overloaded as exc:
+                raise ApiError(503, "overloaded", str(exc), {"Retry-After": "1"}) from None
             images = await decode_images(parsed.uploads, settings)
             read_ms = _ms(start)
             try:
-                queued = [m.worker.submit_captions(images, batch_key(configs[m.name]),
-                                                   dataclasses.asdict(configs[m.name])) for m in chosen]
+                queued = [m.worker.submit_captions(images, batch_key(configs[m.name], rerank),
+                                                   {**dataclasses.asdict(configs[m.name]), "rerank": rerank})
+                          for m in chosen]
             except Overloaded as exc:
                 raise ApiError(503, "overloaded", str(exc), {"Retry-After": "1"}) from None
 

@@ -38,8 +38,8 @@ class _Job:
 @dataclass
 class _Caption(_Job):
     image: Image.Image | None = None
-    key: Hashable = None  # images with equal keys share decoding options and a batched decode
-    options: dict[str, Any] = field(default_factory=dict)
+    key: Hashable = None  # images with equal keys share decoding and reranking options and a batched decode
+    options: dict[str, Any] = field(default_factory=dict)  # Captioner.caption_ids keyword arguments
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ModelWorker:
     loop and two requests never run the same model at once.
 
     Waiting images are gathered for up to `wait_s` after the oldest arrived, or until `max_batch` are waiting;
-    the batch gets one encoder pass, then one batched decode per distinct set of decoding options.
+    the batch gets one encoder pass, then one batched decode (reranked or not) per distinct set of options.
     """
 
     def __init__(self, name: str, captioner: Any, max_batch: int, wait_s: float, max_queue: int,
@@ -69,8 +69,8 @@ class ModelWorker:
         self._thread.start()
 
     def submit_captions(self, images: list[Image.Image], key: Hashable, options: dict[str, Any]) -> list[asyncio.Future]:
-        """Queue `images` for captioning with `options` (call from the event loop): one future per image, giving
-        its caption. Raises Overloaded, queueing none of them, when the queue cannot take them all."""
+        """Queue `images` for captioning with `options`, Captioner.caption_ids's keyword arguments (call from the
+        event loop): one future per image, giving its caption. Raises Overloaded, queueing none of them, when the queue cannot take them all."""
         loop = asyncio.get_running_loop()
         jobs = [_Caption(loop.create_future(), loop, image=image, key=key, options=options) for image in images]
         self._submit(jobs)
@@ -154,7 +154,9 @@ class ModelWorker:
             groups.setdefault(job.key, []).append(i)
         for rows in groups.values():
             try:
-                ids = self.captioner.generate(features[rows], **batch[rows[0]].options)
+                # the step Captioner.caption runs: plain decoding, or CLIP reranking of the candidates
+                ids = self.captioner.caption_ids(features[rows], [batch[i].image for i in rows],
+                                                 **batch[rows[0]].options)
                 for i, text in zip(rows, self.captioner.decode(ids)):
                     batch[i].finish(text)
             except Exception as exc:  # noqa: BLE001 - those requests get the error, the worker goes on

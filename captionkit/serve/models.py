@@ -6,11 +6,12 @@ import logging
 import os
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 from captionkit.captioner import Captioner
-from captionkit.config import to_dict
+from captionkit.config import ConfigError, to_dict
+from captionkit.rerank import RerankConfig
 from captionkit.serve.batcher import ModelWorker
 from captionkit.serve.errors import ApiError
 from captionkit.serve.settings import ServeSettings
@@ -26,6 +27,9 @@ class ServedModel:
     name: str
     captioner: Captioner
     worker: ModelWorker
+    # CLIP spec (None: the model's encoder) -> None when this model reranks with it, else why not (a ConfigError's
+    # message); changed on the event loop only
+    rerankers: dict[str | None, str | None] = field(default_factory=dict)
 
     @property
     def has_attention(self) -> bool:
@@ -33,18 +37,39 @@ class ServedModel:
 
         return isinstance(self.captioner.model, ShowAttendTell)
 
+    async def check_reranker(self, config: RerankConfig) -> None:
+        """422 unless this model can rerank as `config` says (a VGG-family model needs a CLIP named). The first
+        request for a CLIP loads the model's reranker on the worker thread (Captioner.reranker keeps it)."""
+        if config.clip not in self.rerankers:
+            try:
+                await self.worker.call(lambda: self.captioner.reranker(config))
+                self.rerankers[config.clip] = None
+            except ConfigError as exc:
+                self.rerankers[config.clip] = str(exc)
+        problem = self.rerankers[config.clip]
+        if problem is not None:
+            raise ApiError(422, "invalid_option", f"model {self.name!r}: {problem}")
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.captioner.model.model_type,
                 "encoder": self.captioner.config.get("encoder"), "attention": self.has_attention,
                 "default_decoding": to_dict(self.captioner.decoding)}
 
 
-def load_captioner(source: ModelSource, device: str | None) -> Captioner:
-    """A Captioner as given, or loaded from a model directory with its encoder built now (not on first request)."""
+def load_captioner(source: ModelSource, device: str | None, rerank_clips: Sequence[str] = ()) -> Captioner:
+    """A Captioner as given, or loaded from a model directory with its encoder built now (not on first request),
+    and a reranker for each of `rerank_clips` (CLIP specs the server offers: a bad one fails start-up)."""
     import captionkit
 
     captioner = source if isinstance(source, Captioner) else captionkit.load(os.fspath(source), device=device)
     _ = captioner.encoder  # build (and fail on) the encoder at start-up
+    for clip in rerank_clips:
+        try:
+            captioner.reranker(RerankConfig(clip=clip))
+        except ConfigError as exc:
+            if clip in str(exc):
+                raise
+            raise ConfigError(f"rerank clip {clip!r}: {exc}") from None
     return captioner
 
 
@@ -78,10 +103,10 @@ class ModelPool:
         try:
             loaded = {}
             for name, source in self.sources.items():
-                captioner = load_captioner(source, s.device)
+                captioner = load_captioner(source, s.device, s.rerank_clips)
                 worker = ModelWorker(name, captioner, s.max_batch, s.batch_wait_ms / 1000, s.max_queue,
                                      expecting=lambda: self.arriving > 0)
-                loaded[name] = ServedModel(name, captioner, worker)
+                loaded[name] = ServedModel(name, captioner, worker, dict.fromkeys(s.rerank_clips))
                 log.info("model %r loaded (%s)", name, captioner.model.model_type)
             self.models = loaded
             self._ready.set()

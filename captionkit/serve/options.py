@@ -1,4 +1,5 @@
-"""Decoding options from a request (form strings or JSON values) -> a validated DecodingConfig, as `caption` does."""
+"""Decoding and reranking options from a request (form strings or JSON values) -> a validated DecodingConfig and
+RerankConfig, as `caption` does."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,9 +7,10 @@ import math
 import typing
 from typing import Any, Hashable, Mapping
 
-from captionkit.cli.common import DECODING_OPTIONS
+from captionkit.cli.common import DECODING_OPTIONS, RERANK_OPTIONS
 from captionkit.config import ConfigError
 from captionkit.decoding import DecodingConfig
+from captionkit.rerank import RerankConfig
 from captionkit.serve.errors import ApiError
 from captionkit.serve.settings import ServeSettings
 
@@ -16,18 +18,20 @@ _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 MIN_SAMPLING_TEMPERATURE = 0.01
 
 
-def _option_types() -> dict[str, type]:
-    """name -> int/float/bool/str, read from DecodingConfig's annotations (`int | None` -> int)."""
-    hints = typing.get_type_hints(DecodingConfig)
+def _option_types(annotated: Any, names: tuple[str, ...]) -> dict[str, type]:
+    """name -> int/float/bool/str, read from `annotated`'s annotations (`int | None` -> int)."""
+    hints = typing.get_type_hints(annotated)
     types = {}
-    for name in DECODING_OPTIONS:
+    for name in names:
         hint = hints[name]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         types[name] = args[0] if args else hint
     return types
 
 
-OPTION_TYPES = _option_types()
+# the reranking options are RerankConfig.from_options's keyword arguments, as for Captioner.caption
+OPTION_TYPES = {**_option_types(DecodingConfig, DECODING_OPTIONS),
+                **_option_types(RerankConfig.from_options, RERANK_OPTIONS)}
 
 
 def _invalid(name: str, expected: str, value: Any) -> ApiError:
@@ -82,9 +86,9 @@ def _from_json(name: str, kind: type, value: Any) -> Any:
 
 
 def parse_options(fields: Mapping[str, Any], from_form: bool) -> dict[str, Any]:
-    """The decoding options present in `fields` (unknown names are the caller's to refuse), typed."""
+    """The decoding and reranking options present in `fields` (unknown names are the caller's to refuse), typed."""
     options = {}
-    for name in DECODING_OPTIONS:
+    for name in OPTION_TYPES:
         value = fields.get(name)
         if value is None or (from_form and value == ""):
             continue  # not given: the model's default
@@ -97,7 +101,7 @@ def resolve(defaults: DecodingConfig, options: dict[str, Any], settings: ServeSe
     """`defaults` with `options` applied, checked by DecodingConfig itself and the requested values against the
     server's caps (422)."""
     try:
-        config = defaults.replace(**options)
+        config = defaults.replace(**{k: v for k, v in options.items() if k in DECODING_OPTIONS})
     except ConfigError as exc:
         raise ApiError(422, "invalid_option", str(exc)) from None
     # the caps bound what a client asks for; a model's own defaults are the operator's choice
@@ -114,9 +118,33 @@ def resolve(defaults: DecodingConfig, options: dict[str, Any], settings: ServeSe
     return config
 
 
-def batch_key(config: DecodingConfig) -> Hashable:
-    """Requests with equal keys are decoded in one batch. A seeded sampler runs alone: its draws must not depend
-    on which other images happened to share its batch."""
+def resolve_rerank(options: dict[str, Any], settings: ServeSettings) -> RerankConfig | None:
+    """The reranking `options` checked by RerankConfig itself, against the server's beam cap and against the CLIPs
+    the server offers (422); None when the request does not rerank. Whether each model can rerank with it is
+    ServedModel.check_reranker's to say."""
+    try:
+        config = RerankConfig.from_options(**{k: v for k, v in options.items() if k in RERANK_OPTIONS})
+    except ConfigError as exc:
+        raise ApiError(422, "invalid_option", str(exc)) from None
+    if config is None:
+        return None
+    # N candidates are a beam of width N: the same work the num_beams cap bounds
+    if config.candidates > settings.max_beams:
+        default = "" if "rerank_candidates" in options else " (the default)"
+        raise ApiError(422, "invalid_option", f"rerank_candidates: {config.candidates}{default} is over this "
+                                              f"server's limit of {settings.max_beams}")
+    # a client never makes the server load a model: only the CLIPs its operator loaded are on offer
+    if config.clip is not None and config.clip not in settings.rerank_clips:
+        offered = f"offered: {list(settings.rerank_clips)}" if settings.rerank_clips else "it offers none"
+        raise ApiError(422, "invalid_option", f"rerank_clip: {config.clip!r} is not a CLIP this server reranks "
+                                              f"with ({offered}); omit it to rerank with the model's own CLIP")
+    return config
+
+
+def batch_key(config: DecodingConfig, rerank: RerankConfig | None = None) -> Hashable:
+    """Requests with equal keys are decoded (and reranked) in one batch. A seeded sampler runs alone: its draws
+    must not depend on which other images happened to share its batch."""
     if config.do_sample and config.seed is not None:
         return object()
-    return tuple(sorted(dataclasses.asdict(config).items()))
+    reranking = None if rerank is None else tuple(sorted(dataclasses.asdict(rerank).items()))
+    return tuple(sorted(dataclasses.asdict(config).items())), reranking

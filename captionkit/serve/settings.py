@@ -23,6 +23,8 @@ class ServeSettings:
     max_beams: int = 8  # num_beams above this is refused (422): it multiplies the work of a request
     max_new_tokens: int = 100  # max_new_tokens above this is refused (422)
     device: str | None = None  # for model directories the server loads itself
+    # CLIPs ("clip:SOURCE") a request may name as rerank_clip, loaded with the models; clients cannot name others
+    rerank_clips: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         checks = [

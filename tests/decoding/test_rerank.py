@@ -22,16 +22,6 @@ from captionkit.training.engine import build_model_and_tokenizer
 CAPTIONS = ["A dog runs on the grass .", "Two people walk in the snow .", "A child jumps into a pool ."] * 4
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory, shared_dir: Path) -> Path:
-    """The tiny random CLIP of the tiny presets, saved like a hub checkpoint with the real CLIP BPE tokenizer."""
-    from captionkit.models import hf
-
-    model, processor, _ = hf.load_clip("captionkit:tiny-clip")
-    tokenizer = hf.clip_tokenizer(str(shared_dir / "tokenizers" / "clip"))
-    return hf.save_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", model, processor, tokenizer)
-
-
 def saved_model(preset: str, out: Path, encoder: str | None = None) -> Path:
     """A preset's model with random weights and a tokenizer of CAPTIONS, saved as a model directory."""
     data = get_preset(preset)
@@ -41,7 +31,7 @@ def saved_model(preset: str, out: Path, encoder: str | None = None) -> Path:
 
 @pytest.fixture(scope="module")
 def clipcap_dir(tmp_path_factory, clip_dir) -> Path:
-    """A tiny random ClipCap whose encoder is the saved CLIP (text tower and tokenizer included)."""
+    """A tiny random ClipCap whose encoder is the saved CLIP (tests/conftest.py) (text tower and tokenizer included)."""
     return saved_model("tiny-clipcap-mlp", tmp_path_factory.mktemp("clipcap") / "model", f"clip:{clip_dir}")
 
 

@@ -1,4 +1,5 @@
-"""Server fixtures: a tiny ClipCap and a tiny Show-Attend-Tell model directory, an app over both, test images."""
+"""Server fixtures: a tiny ClipCap and a tiny Show-Attend-Tell model directory, an app over both, test images; a
+tiny ClipCap whose CLIP can rerank."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,3 +41,17 @@ def client(captioners):
     with make_client(captioners) as c:
         assert c.app.state.pool.wait(60)
         yield c
+
+
+@pytest.fixture(scope="session")
+def rerank_captioners(clip_dir, captioners, tmp_path_factory):
+    """A tiny ClipCap whose encoder is the saved CLIP with its text tower (it reranks with its own CLIP), and the
+    VGG-family Show-Attend-Tell model (it needs a CLIP named)."""
+    from captionkit.training.engine import build_model_and_tokenizer
+
+    torch.manual_seed(0)
+    model, tokenizer = build_model_and_tokenizer(get_preset("tiny-clipcap-mlp")["model"], CAPTIONS)
+    model_dir = save_model_dir(tmp_path_factory.mktemp("clipcap-rerank") / "model", model, tokenizer,
+                               f"clip:{clip_dir}")
+    return {"clipcap": captionkit.load(str(model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3),
+            "sat": captioners["sat"]}

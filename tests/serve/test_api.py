@@ -178,9 +178,9 @@ def test_503_while_loading(tiny_model_dir, monkeypatch):
     release = threading.Event()
     real = serve_models.load_captioner
 
-    def slow(source, device):
+    def slow(*args):
         release.wait(30)
-        return real(source, device)
+        return real(*args)
 
     monkeypatch.setattr(serve_models, "load_captioner", slow)
     with make_client({"m": tiny_model_dir}) as c:

@@ -117,3 +117,28 @@ def test_a_lone_request_does_not_wait_for_a_batch(captioners, monkeypatch):
         for colour in COLOURS:
             assert client.post("/v1/captions", **upload("a.png", image_bytes(colour))).status_code == 200
     assert [size for size, _ in encodes] == [1, 1, 1]
+
+
+def test_requests_with_different_rerank_settings_are_batched_apart(rerank_captioners, monkeypatch):
+    """Three requests in one batch: reranked with w=1, plain, reranked with w=0 and 2 candidates. One encoder pass,
+    three decodes, and each gets the caption Captioner.caption gives it alone."""
+    captioner = rerank_captioners["clipcap"]
+    images = [image_bytes(c) for c in COLOURS]
+    settings = [{"rerank": "clip", "rerank_weight": "1", "rerank_candidates": "4"}, {},
+                {"rerank": "clip", "rerank_weight": "0", "rerank_candidates": "2"}]
+    keywords = [{"rerank": "clip", "rerank_weight": 1.0, "rerank_candidates": 4}, {},
+                {"rerank": "clip", "rerank_weight": 0.0, "rerank_candidates": 2}]
+    expected = [captioner.caption(Image.open(io.BytesIO(data)), **kw)[0] for data, kw in zip(images, keywords)]
+    with batched(rerank_captioners) as client:
+        # a first reranked request (a full batch) loads the model's reranker, so the three below queue only images
+        warm = [("image", (f"{i}.png", data, "image/png")) for i, data in enumerate(images)]
+        assert client.post("/v1/captions", files=warm, data={"model": "clipcap", "rerank": "clip"}).status_code == 200
+        encodes = spy(monkeypatch, captioner, "encode")
+        decodes = spy(monkeypatch, captioner, "caption_ids")
+        responses = post_together(client, [upload(f"{i}.png", data, **fields)
+                                           for i, (data, fields) in enumerate(zip(images, settings))])
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert [size for size, _ in encodes] == [3]
+    reranks = [(size, kw["rerank"] and (kw["rerank"].weight, kw["rerank"].candidates)) for size, kw in decodes]
+    assert sorted(reranks, key=repr) == [(1, (0.0, 2)), (1, (1.0, 4)), (1, None)]
+    assert [r.json()["captions"][0]["caption"] for r in responses] == expected
