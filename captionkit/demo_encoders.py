@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 class DemoEncodersConfig:
     # bf16 autocast: 2x faster convolutions on a CPU with AVX-512 BF16 (measured here), same accuracy
     vgg: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(
-        encoder="vgg16-bn-small", data="synth:0", steps=4000, batch_size=32, lr=2e-3, mixed_precision="bf16",
-        first_groups=["shape"], first_steps=1500))
+        encoder="vgg16-bn-small", data="synth:0", steps=2500, batch_size=32, lr=1e-3, mixed_precision="bf16",
+        first_groups=["shape"], first_steps=1000, first_other_weight=0.3))
     clip: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(
         encoder="clip:captionkit:demo-clip", data="synth:0", steps=5000, batch_size=64, lr=1e-3, label_loss="mean"))
 
