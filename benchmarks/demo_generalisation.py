@@ -39,7 +39,7 @@ def main() -> None:
     table = "\n".join(["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
                       + ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows])
     text = (f"`python benchmarks/demo_generalisation.py` on {run}: each model on the test split of a new demo dataset "
-            f"(seed {seed}, {cfg.images} images, its test split {cfg.split}) beside its own demo test split; greedy.\n\n"
+            f"(seed {seed}, {cfg.images} images; its {cfg.split} split) beside its own demo {cfg.split} split; greedy.\n\n"
             + table + "\n")
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
