@@ -1,5 +1,6 @@
 """Shared test fixtures: paths to ../shared, offline hub, a tiny ClipCap model directory, a tiny saved CLIP."""
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+# Debian's Chromium for the browser tests (the report, the server's page); never a browser playwright downloads
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SHARED = REPO.parent / "shared"
 
 
@@ -64,3 +69,15 @@ def clip_dir(tmp_path_factory, shared_dir: Path) -> Path:
     model, processor, _ = hf.load_clip("captionkit:tiny-clip")
     tokenizer = hf.clip_tokenizer(str(shared_dir / "tokenizers" / "clip"))
     return hf.save_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", model, processor, tokenizer)
+
+
+@pytest.fixture()
+def browser():
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser test cannot run")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ from captionkit.cli import main
 from captionkit.report.charts import line_chart, nice_ticks
 from captionkit.report.runs import read_curves
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture()
@@ -22,18 +18,6 @@ def report(runs, tmp_path) -> tuple[Path, list[Path]]:
     out = tmp_path / "out" / "report.html"
     assert main(["report", *map(str, dirs), "--out", str(out), "--examples", "4", "--extremes", "2"]) == 0
     return out, dirs
-
-
-@pytest.fixture()
-def browser():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("chromium is not installed (apt-get install chromium): the browser test cannot run")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_report_renders_in_chromium_with_the_metrics_json_numbers(report, browser, tmp_path):
