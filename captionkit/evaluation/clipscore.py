@@ -4,7 +4,8 @@ CLIP-S(c, v) = w * max(cos(E_text("A photo depicts " + c), E_image(v)), 0) with 
 RefCLIP-S(c, R, v) = harmonic mean of CLIP-S(c, v) and max(max_r cos(E_text(c), E_text(r)), 0), references
 encoded with the same prefix (as the authors' implementation does). Corpus scores are means over images.
 The CLIP comes from a hub id or a local directory through captionkit.models.hf (the one transformers seam);
-torchmetrics' CLIPScore is not used: it breaks with transformers 5 (ENVIRONMENT.md).
+torchmetrics' CLIPScore is not used: it breaks with transformers 5 (it expects a tensor from get_image_features,
+which returns an output object there).
 """
 from __future__ import annotations
 

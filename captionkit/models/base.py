@@ -1,4 +1,5 @@
-"""The contracts every captioning model honours: a training forward and a decoding step (DESIGN.md 3 and 4)."""
+"""The contracts every captioning model honours: a training forward (batch -> logits and loss) and a decoding step
+(start state from image features, step(tokens, state) -> logits, state)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

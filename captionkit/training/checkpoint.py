@@ -122,7 +122,7 @@ def save_checkpoint(accelerator: Any, run_dir: Path, model: torch.nn.Module, opt
         digests = {read_process_state(tmp, i)["weights_digest"] for i in range(accelerator.num_processes)}
         if len(digests) > 1:  # DDP keeps replicas identical; different ones mean the processes trained apart
             log.error("checkpoint step-%d: the %d processes hold different weights; the run is not one "
-                      "data-parallel training (see ENVIRONMENT.md on Accelerator(cpu=True))", state["global_step"],
+                      "data-parallel training (on CPUs under torchrun, accelerate needs Accelerator(cpu=True))", state["global_step"],
                       accelerator.num_processes)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         record = {**state, "num_processes": accelerator.num_processes, "files": files}
