@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from captionkit.data.records import DatasetError
+from captionkit.models.encoders import relative_spec
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def load_run(run_dir: str | Path, split: str | None = None) -> RunData:
     predictions = {str(p["image_id"]): p["caption"] for p in _read_json(ev / "predictions.json", [])}
     return RunData(
         path=path, name=path.resolve().name, model_type=str(model.get("type", "")),
-        encoder=str(config.get("encoder", "")), split=split,
+        encoder=relative_spec(str(config.get("encoder", "")), path) or "", split=split,  # no machine's absolute paths
         metrics={k: float(v) for k, v in _read_json(ev / "metrics.json").items() if isinstance(v, (int, float))},
         per_item={str(k): v for k, v in (_read_json(ev / "per_item.json", {}) or {}).items()},
         predictions=predictions, decoding=_read_json(ev / "decoding.json", {}) or {},

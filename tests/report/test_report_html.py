@@ -100,7 +100,8 @@ def test_examples_show_the_true_scene_and_mark_wrong_objects(tmp_path):
     for name, caption in captions.items():
         run = tmp_path / name
         (run / "eval" / "test").mkdir(parents=True)
-        (run / "resolved_config.json").write_text(json.dumps({"dataset": str(tmp_path / "data")}))
+        (run / "resolved_config.json").write_text(json.dumps({"dataset": str(tmp_path / "data"),
+                                                              "encoder": f"clip:{tmp_path / 'clip'}"}))
         (run / "eval" / "test" / "metrics.json").write_text(json.dumps({"CIDEr": 1.0}))
         (run / "eval" / "test" / "predictions.json").write_text(
             json.dumps([{"image_id": "synth_000000.jpg", "caption": caption}]))
@@ -108,6 +109,7 @@ def test_examples_show_the_true_scene_and_mark_wrong_objects(tmp_path):
     assert "<b>true scene</b>: 1 blue star, 2 red circle" in page
     assert page.count("objects right") == 1  # the good caption's tick
     assert 'class="wrong"' in page and "&#10007; 2 red square" in page and "missed: 2 red circle" in page
+    assert "clip:../clip" in page and str(tmp_path) + "/clip" not in page  # no machine's absolute path shown
 
 
 def test_legends_keep_long_run_names_whole():
