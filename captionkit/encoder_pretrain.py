@@ -13,6 +13,7 @@ multi-label sigmoid cross-entropy, or softmax cross-entropy when every image has
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -108,7 +109,11 @@ class _Positions(torch.utils.data.Dataset):
         if self.endless:
             return position
         epoch, offset = divmod(position, len(self.source))
-        return int(np.random.default_rng([self.seed, epoch]).permutation(len(self.source))[offset])
+        return int(self._order(epoch)[offset])
+
+    @functools.lru_cache(maxsize=2)  # the current epoch's order (and the next one's at a boundary), not one per image
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image, labels = self.source[self.image_index(self.start + i)]
@@ -165,7 +170,7 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
     if checkpoints:
         ckpt.load_checkpoint(checkpoints[0][0], accelerator, net, optimizer, scheduler)
         log.info("encoder pretrain: resuming %s at step %d of %d", out, start, cfg.steps)
-    evaluate = _evaluator(cfg, vocab, classifier.preprocess, single_label)
+    evaluate = _evaluator(cfg, vocab, classifier.preprocess)
     logger = RunLogger(out, accelerator.is_main_process, cfg.steps, start, progress=progress)
     logger.event("start", step=start, total_steps=cfg.steps, labels=len(vocab.names), encoder=cfg.encoder)
     step = start
@@ -304,8 +309,8 @@ class _CLIPImageClassifier(nn.Module):
         return self.head(self.embed(self.clip, pixel_values))
 
 
-def _evaluator(cfg: EncoderPretrainConfig, vocab: LabelVocabulary, preprocess: Callable[[Any], Tensor],
-               single_label: bool) -> Callable[[nn.Module], dict[str, float]] | None:
+def _evaluator(cfg: EncoderPretrainConfig, vocab: LabelVocabulary,
+               preprocess: Callable[[Any], Tensor]) -> Callable[[nn.Module], dict[str, float]] | None:
     """For the scene stream: accuracy on `eval_images` held-out images of another stream seed (per label group)."""
     if not cfg.data.startswith(STREAM_PREFIX) or not cfg.eval_images:
         return None
