@@ -31,6 +31,7 @@ from captionkit.data.synthetic import object_mask
 from captionkit.evaluation.object_f1 import load_scenes
 from captionkit.models import hf
 from captionkit.models.encoders import load_encoder
+from tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -125,11 +126,6 @@ def attention_on_objects(run: Path, records: list, scenes: dict) -> dict[str, fl
             "chance": round(float(np.mean(chance)), 3)}
 
 
-def markdown(header: list[str], rows: list[dict]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
-                     + ["| " + " | ".join(str(row[h]) for h in header) + " |" for row in rows])
-
-
 def main() -> None:
     run = Path(sys.argv[1] if len(sys.argv) > 1 else REPO / "runs" / "demo")
     data = run / "data"
@@ -144,11 +140,11 @@ def main() -> None:
     for name, spec in encoder_specs(run).items():
         accuracy = probe_accuracy(features(spec, train), train_y, features(spec, test), test_y)
         rows.append({"features": name, **{k: round(v, 3) for k, v in zip(LABELS, accuracy.tolist())}})
-    probes = markdown(["features", *LABELS], rows)
+    probes = markdown_table(["features", *LABELS], rows)
     shots = zero_shot(run, test, scenes)
-    zero = markdown(list(shots), [shots])
+    zero = markdown_table(list(shots), [shots])
     attention = attention_on_objects(run, test, scenes)
-    looks = markdown(list(attention), [attention])
+    looks = markdown_table(list(attention), [attention])
     text = (f"On {run.name}'s test split ({len(test)} images; probes trained on its {len(train)} train images), "
             "`python benchmarks/demo_encoder_probe.py`.\n\n"
             f"### Linear probes (test accuracy per label)\n\n{probes}\n\n"

@@ -14,6 +14,7 @@ from pathlib import Path
 from captionkit.data.synthetic import write_synthetic_dataset
 from captionkit.demo import DemoConfig, run_names
 from captionkit.evaluation.evaluate import evaluate_model
+from tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -36,8 +37,7 @@ def main() -> None:
                      "CIDEr (demo test)": round(own["CIDEr"], 3), f"CIDEr (seed {seed} test)": round(other["CIDEr"], 3)})
         print(rows[-1], flush=True)
     header = list(rows[0])
-    table = "\n".join(["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-                      + ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows])
+    table = markdown_table(header, rows)
     text = (f"`python benchmarks/demo_generalisation.py` on {run}: each model on the test split of a new demo dataset "
             f"(seed {seed}, {cfg.images} images; its {cfg.split} split) beside its own demo {cfg.split} split; greedy.\n\n"
             + table + "\n")

@@ -18,6 +18,7 @@ import captionkit
 from captionkit.data.formats import load_dataset
 from captionkit.evaluation.clipscore import clip_scores
 from captionkit.evaluation.object_f1 import load_scenes, score_object_f1
+from tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -51,8 +52,7 @@ def main() -> None:
                          "seconds": round(seconds, 1)})
             print(rows[-1], flush=True)
     header = list(rows[0])
-    table = "\n".join(["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
-                      + ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows])
+    table = markdown_table(header, rows, text_columns=2)
     text = (f"Demo test split ({len(records)} images), `python benchmarks/demo_rerank.py` on {run}; CLIP = the demo "
             "CLIP (the models' own encoder). seconds: captioning only, 2-core CPU.\n\n" + table + "\n")
     print(text)

@@ -75,8 +75,6 @@ class _Classifier:
 class LabelVocabulary:
     """The label names in output order; saved with every checkpoint, like a caption model's tokenizer."""
 
-    tokenizer_type = "labels"
-
     def __init__(self, names: list[str]) -> None:
         self.names = names
         self.index = {n: i for i, n in enumerate(names)}
@@ -100,7 +98,7 @@ class _Positions(torch.utils.data.Dataset):
                  start: int, stop: int, seed: int) -> None:
         self.source, self.vocab, self.preprocess = source, vocab, preprocess
         self.start, self.stop, self.seed = start, stop, seed
-        self.endless = len(source) >= stop
+        self.endless = source.endless  # a finite source is shuffled per epoch even when one epoch covers the run
 
     def __len__(self) -> int:
         return self.stop - self.start

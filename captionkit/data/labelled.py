@@ -25,6 +25,7 @@ STREAM_PREFIX = "synth:"
 class LabelledImages(Protocol):
     label_names: list[str]
     label_groups: list[str] | None  # a group per label (the loss is averaged per group), or None: one group
+    endless: bool  # a generated stream (image i is new for every i) rather than a set of files to shuffle
 
     def __len__(self) -> int: ...
 
@@ -39,6 +40,7 @@ class LabelledFiles:
     labels: list[list[str]]
     label_names: list[str]
     label_groups: list[str] | None = None
+    endless: bool = False
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -54,6 +56,7 @@ class _Stream:
         self.stream = SceneStream(seed=seed)
         self.label_names = scene_label_names()
         self.label_groups: list[str] | None = scene_label_groups()
+        self.endless = True
 
     def __len__(self) -> int:
         return len(self.stream)

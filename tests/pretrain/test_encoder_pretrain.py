@@ -30,8 +30,19 @@ def test_vgg_pretrained_on_class_folders_loads_as_an_encoder(tmp_path, capsys):
     random_init = load_encoder("vgg16-small:fc2")
     assert not torch.equal(encoder.features[0].weight, random_init.features[0].weight)
     assert (out / "labels.json").read_text().strip() == '["blue", "red"]'
-    assert main(args) == 0  # finished: reused
-    assert "reusing" in capsys.readouterr().err or (out / "pretrain_done.json").is_file()
+    written = (out / "weights.safetensors").stat().st_mtime_ns
+    assert main(args) == 0  # finished: reused, not trained again
+    assert (out / "weights.safetensors").stat().st_mtime_ns == written
+
+
+def test_a_finite_source_is_shuffled_even_when_one_epoch_covers_the_run(tmp_path):
+    from captionkit.data.labelled import LabelledFiles
+    from captionkit.encoder_pretrain import LabelVocabulary, _Positions
+
+    source = LabelledFiles([tmp_path / f"{i}.png" for i in range(100)], [["a"]] * 100, ["a"])
+    positions = _Positions(source, LabelVocabulary(["a"]), lambda image: image, 0, 8, seed=0)
+    order = [positions.image_index(p) for p in range(8)]
+    assert order != list(range(8)) and len(set(order)) == 8  # not the files in folder (= class) order
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
