@@ -14,6 +14,7 @@ Every row scores the same batches; the captionkit values are checked equal to th
 
 Prints a table and writes benchmarks/results/cider_reward.json and cider_reward.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -131,24 +132,40 @@ def main() -> None:
     base = seconds["pycocoevalcap CiderScorer, same document frequencies (tokenized)"]
     rows = [(name, s, captions / s, base / s) for name, s in seconds.items()]
     load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    header = (f"{args.batches} batches of {args.images_per_batch} images x {args.samples} captions "
-              f"({captions:,} captions), references: {len(caps):,} Flickr8k fixture images x 5 captions; "
-              f"best of {args.repeats} interleaved passes; 1 process, numpy {np.__version__}, "
-              f"{os.cpu_count()} CPUs, load average at the end {load_avg} (machine shared with other jobs). "
-              f"Set-up once: CiderD on raw references {init_raw:.2f} s, on tokenized {init_tok:.2f} s.")
+    header = (
+        f"{args.batches} batches of {args.images_per_batch} images x {args.samples} captions "
+        f"({captions:,} captions), references: {len(caps):,} Flickr8k fixture images x 5 captions; "
+        f"best of {args.repeats} interleaved passes; 1 process, numpy {np.__version__}, "
+        f"{os.cpu_count()} CPUs, load average at the end {load_avg} (machine shared with other jobs). "
+        f"Set-up once: CiderD on raw references {init_raw:.2f} s, on tokenized {init_tok:.2f} s."
+    )
     table = ["| scorer | seconds | captions/s | speed-up |", "|---|---:|---:|---:|"]
     table += [f"| {name} | {s:.3f} | {rate:,.0f} | {up:.1f}x |" for name, s, rate, up in rows]
-    md = ("# CIDEr-D reward benchmark\n\n`python benchmarks/cider_reward.py`\n\n" + header + "\n\n" + "\n".join(table)
-          + "\n\ncaptionkit's values equal the same-document-frequency pycocoevalcap row to "
-          + f"{max(max_diff.values()):.1e} (max abs difference).\n")
-    report = {"batches": args.batches, "images_per_batch": args.images_per_batch, "samples": args.samples,
-              "captions": captions, "reference_images": len(caps), "repeats": args.repeats,
-              "setup_seconds": {"raw": round(init_raw, 3), "tokenized": round(init_tok, 3)},
-              "rows": [{"scorer": n, "seconds": round(s, 4), "captions_per_s": round(r, 1), "speed_up": round(u, 2)}
-                       for n, s, r, u in rows],
-              "max_abs_difference_vs_pycocoevalcap": max_diff, "load_average": os.getloadavg(),
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
-              "note": "machine shared with other jobs: absolute numbers are noisy, ratios from one run"}
+    md = (
+        "# CIDEr-D reward benchmark\n\n`python benchmarks/cider_reward.py`\n\n"
+        + header
+        + "\n\n"
+        + "\n".join(table)
+        + "\n\ncaptionkit's values equal the same-document-frequency pycocoevalcap row to "
+        + f"{max(max_diff.values()):.1e} (max abs difference).\n"
+    )
+    report = {
+        "batches": args.batches,
+        "images_per_batch": args.images_per_batch,
+        "samples": args.samples,
+        "captions": captions,
+        "reference_images": len(caps),
+        "repeats": args.repeats,
+        "setup_seconds": {"raw": round(init_raw, 3), "tokenized": round(init_tok, 3)},
+        "rows": [
+            {"scorer": n, "seconds": round(s, 4), "captions_per_s": round(r, 1), "speed_up": round(u, 2)}
+            for n, s, r, u in rows
+        ],
+        "max_abs_difference_vs_pycocoevalcap": max_diff,
+        "load_average": os.getloadavg(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
+        "note": "machine shared with other jobs: absolute numbers are noisy, ratios from one run",
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cider_reward.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (RESULTS / "cider_reward.md").write_text(md, encoding="utf-8")

@@ -1,4 +1,5 @@
 """Time `captionkit data check` on the real Flickr8k files (issue 2 asks for under 10 s) and print/write a table."""
+
 from __future__ import annotations
 
 import json
@@ -35,22 +36,33 @@ def main() -> None:
         for _ in range(REPEATS):
             seconds, report = timed(command)
             times.append(seconds)
-        rows.append({"case": name, "best_s": round(min(times), 2), "median_s": round(sorted(times)[REPEATS // 2], 2),
-                     "images_total": report["images_total"], "images_found": report["images_found"],
-                     "images_missing": report["images_missing"], "splits": report["splits"],
-                     "bogus_keys": report["bogus_keys"]})
+        rows.append(
+            {
+                "case": name,
+                "best_s": round(min(times), 2),
+                "median_s": round(sorted(times)[REPEATS // 2], 2),
+                "images_total": report["images_total"],
+                "images_found": report["images_found"],
+                "images_missing": report["images_missing"],
+                "splits": report["splits"],
+                "bogus_keys": report["bogus_keys"],
+            }
+        )
     header = "| case | best s | median s | images | found | missing | splits | bogus |"
     lines = [header, "|" + "---|" * 8]
     for r in rows:
         splits = "/".join(str(v) for v in r["splits"].values())
-        lines.append(f"| {r['case']} | {r['best_s']} | {r['median_s']} | {r['images_total']} | {r['images_found']} | "
-                     f"{r['images_missing']} | {splits} | {r['bogus_keys']} |")
+        lines.append(
+            f"| {r['case']} | {r['best_s']} | {r['median_s']} | {r['images_total']} | {r['images_found']} | "
+            f"{r['images_missing']} | {splits} | {r['bogus_keys']} |"
+        )
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "data_check.json").write_text(json.dumps({"repeats": REPEATS, "rows": rows}, indent=2) + "\n")
-    (RESULTS / "data_check.md").write_text(f"# captionkit data check on ../shared/fixtures/flickr8k "
-                                           f"(whole CLI process, {REPEATS} runs)\n\n{table}\n")
+    (RESULTS / "data_check.md").write_text(
+        f"# captionkit data check on ../shared/fixtures/flickr8k (whole CLI process, {REPEATS} runs)\n\n{table}\n"
+    )
 
 
 if __name__ == "__main__":

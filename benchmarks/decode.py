@@ -11,6 +11,7 @@ and `generate_beam`) here, only as a yardstick: one image at a time, GPT-2 re-ru
 every step (no cache), LM-head logits for every position. It is slow, so it runs on a subset of the images and
 its rate is reported per caption. Both sides use the same captionkit model object and weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -149,32 +151,43 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def row(name: str, method: str, images: int, tokens: int, seconds: float, flops: float) -> dict[str, Any]:
-    return {"decoding": name, "method": method, "images": images, "seconds": round(seconds, 3),
-            "captions_per_s": images / seconds, "tokens_per_s": images * tokens / seconds,
-            "gflop": flops / 1e9, "gflops_per_s": flops / seconds / 1e9}
+    return {
+        "decoding": name,
+        "method": method,
+        "images": images,
+        "seconds": round(seconds, 3),
+        "captions_per_s": images / seconds,
+        "tokens_per_s": images * tokens / seconds,
+        "gflop": flops / 1e9,
+        "gflops_per_s": flops / seconds / 1e9,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     load_at_start = os.getloadavg()
-    config = ClipCapConfig(mapping="mlp", prefix_length=PREFIX_LENGTH, clip_dim=CLIP_DIM, gpt2="gpt2",
-                           gpt2_config=GPT2_124M)
+    config = ClipCapConfig(
+        mapping="mlp", prefix_length=PREFIX_LENGTH, clip_dim=CLIP_DIM, gpt2="gpt2", gpt2_config=GPT2_124M
+    )
     model = ClipCapModel.build(config, pretrained=False).eval()  # random weights, seeded
     features = torch.randn(args.images, CLIP_DIM, generator=torch.Generator().manual_seed(0))
     features = features / features.norm(dim=-1, keepdim=True)  # CLIP embeddings are compared on the unit sphere
     n_base, tokens = min(args.baseline_images, args.images), args.tokens
 
     def ours(num_beams: int, batch: slice) -> list[list[int]]:
-        return generate(model, features[batch], -1, num_beams=num_beams, max_new_tokens=tokens,
-                        beam_scoring="clipcap")  # EOS disabled: exactly `tokens` ids per caption
+        return generate(
+            model, features[batch], -1, num_beams=num_beams, max_new_tokens=tokens, beam_scoring="clipcap"
+        )  # EOS disabled: exactly `tokens` ids per caption
 
     generate(model, features[:2], -1, num_beams=2, max_new_tokens=2)  # warm-up (allocator, kernels)
     # the fp32 GEMM throughput the fractions refer to: the decoder's weight shapes at 256 rows, where GEMMs are
     # compute-bound; the ceilings at each decoder's own row count are reported beside it
     gemm = {"peak_256_rows": gemm_gflops(model, 256)}
     results, same = [], {}
-    for name, beams, batch_size, baseline in (("greedy", 1, args.batch_size, original_greedy),
-                                              ("beam-5", BEAMS, args.beam_batch_size, original_beam)):
+    for name, beams, batch_size, baseline in (
+        ("greedy", 1, args.batch_size, original_greedy),
+        ("beam-5", BEAMS, args.beam_batch_size, original_beam),
+    ):
         key = "greedy" if beams == 1 else "beam5"
         gemm[f"{key}_{batch_size * beams}_rows"] = gemm_gflops(model, batch_size * beams)
         # Baseline images are spread before, between and after the captionkit batches, so both sides see the
@@ -194,27 +207,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out, dt = timed(lambda: ours(beams, slice(starts[slot], starts[slot] + batch_size)))
                 ids, seconds = ids + out, seconds + dt
         assert all(len(x) == tokens for x in ids)
-        mine = row(name, f"captionkit batched + KV cache (batch {batch_size})", args.images, tokens, seconds,
-                   decoder_flops(model, args.images, tokens, beams, cached=True))
-        base = row(name, "original ClipCap (1 image, no cache)", n_base, tokens, base_seconds,
-                   decoder_flops(model, n_base, tokens, beams, cached=False))
+        mine = row(
+            name,
+            f"captionkit batched + KV cache (batch {batch_size})",
+            args.images,
+            tokens,
+            seconds,
+            decoder_flops(model, args.images, tokens, beams, cached=True),
+        )
+        base = row(
+            name,
+            "original ClipCap (1 image, no cache)",
+            n_base,
+            tokens,
+            base_seconds,
+            decoder_flops(model, n_base, tokens, beams, cached=False),
+        )
         for r in (base, mine):
             r["gemm_fraction"] = r["gflops_per_s"] / gemm["peak_256_rows"]
             r["speedup"] = r["captions_per_s"] / base["captions_per_s"]
         same[key] = sum(base_ids[i] == ids[i] for i in range(n_base)) / n_base
         results += [base, mine]
-        print(f"{name}: baseline {base['captions_per_s']:.3f} captions/s, captionkit "
-              f"{mine['captions_per_s']:.3f} captions/s ({mine['speedup']:.1f}x)", flush=True)
+        print(
+            f"{name}: baseline {base['captions_per_s']:.3f} captions/s, captionkit "
+            f"{mine['captions_per_s']:.3f} captions/s ({mine['speedup']:.1f}x)",
+            flush=True,
+        )
     speedups = {"greedy": results[1]["speedup"], "beam5": results[3]["speedup"]}
     return {
-        "setup": {"model": "ClipCap MLP (k=10) + GPT-2 124M architecture, random weights, fp32",
-                  "parameters": sum(p.numel() for p in model.parameters()), "images": args.images,
-                  "baseline_images": n_base, "new_tokens": tokens, "eos": "disabled", "threads": args.threads,
-                  "batch_size": args.batch_size, "beam_batch_size": args.beam_batch_size,
-                  "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                  "cpu_count": os.cpu_count(), "load_average_at_start": load_at_start,
-                  "load_average_at_end": os.getloadavg()},
-        "gemm_gflops_per_s": gemm, "results": results, "speedup": speedups,
+        "setup": {
+            "model": "ClipCap MLP (k=10) + GPT-2 124M architecture, random weights, fp32",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "images": args.images,
+            "baseline_images": n_base,
+            "new_tokens": tokens,
+            "eos": "disabled",
+            "threads": args.threads,
+            "batch_size": args.batch_size,
+            "beam_batch_size": args.beam_batch_size,
+            "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": os.getloadavg(),
+        },
+        "gemm_gflops_per_s": gemm,
+        "results": results,
+        "speedup": speedups,
         "targets": {"greedy": 15.0, "beam5": 4.0},
         "targets_met": {"greedy": speedups["greedy"] >= 15.0, "beam5": speedups["beam5"] >= 4.0},
         "baseline_ids_identical_fraction": same,
@@ -224,34 +263,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     s = report["setup"]
     load = ", ".join(f"{x:.1f}" for x in s["load_average_at_start"])
-    lines = [f"Decoding {s['new_tokens']} tokens per caption, {s['model']}, {s['threads']} threads "
-             f"(torch {s['torch']}, {s['cpu_count']} CPUs, load average at start {load}); baseline on "
-             f"{s['baseline_images']} images, captionkit on {s['images']}, interleaved.",
-             "",
-             "| decoding | method | images | seconds | captions/s | tokens/s | speed-up | GFLOP/s | % of GEMM |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Decoding {s['new_tokens']} tokens per caption, {s['model']}, {s['threads']} threads "
+        f"(torch {s['torch']}, {s['cpu_count']} CPUs, load average at start {load}); baseline on "
+        f"{s['baseline_images']} images, captionkit on {s['images']}, interleaved.",
+        "",
+        "| decoding | method | images | seconds | captions/s | tokens/s | speed-up | GFLOP/s | % of GEMM |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in report["results"]:
-        lines.append(f"| {r['decoding']} | {r['method']} | {r['images']} | {r['seconds']:.1f} | "
-                     f"{r['captions_per_s']:.3f} | {r['tokens_per_s']:.1f} | {r['speedup']:.1f}x | "
-                     f"{r['gflops_per_s']:.0f} | {100 * r['gemm_fraction']:.0f}% |")
+        lines.append(
+            f"| {r['decoding']} | {r['method']} | {r['images']} | {r['seconds']:.1f} | "
+            f"{r['captions_per_s']:.3f} | {r['tokens_per_s']:.1f} | {r['speedup']:.1f}x | "
+            f"{r['gflops_per_s']:.0f} | {100 * r['gemm_fraction']:.0f}% |"
+        )
     g = report["gemm_gflops_per_s"]
-    at_rows = ", ".join(f"{v:.0f} at {k.split('_')[1]} rows ({k.split('_')[0]})" for k, v in g.items()
-                        if not k.startswith("peak"))
-    lines += ["", f"% of GEMM: achieved GFLOP/s (FLOPs estimated as 2 x params x positions + attention) over fp32 "
-              f"torch.matmul throughput on the decoder's weight shapes in the same run: {g['peak_256_rows']:.0f} "
-              f"GFLOP/s at 256 rows ({at_rows}). Targets: greedy >= 15x "
-              f"({'met' if report['targets_met']['greedy'] else 'MISSED'}), beam-5 >= 4x "
-              f"({'met' if report['targets_met']['beam5'] else 'MISSED'}). Same ids as the baseline on its images: "
-              f"greedy {100 * report['baseline_ids_identical_fraction']['greedy']:.0f}%, "
-              f"beam-5 {100 * report['baseline_ids_identical_fraction']['beam5']:.0f}%."]
+    at_rows = ", ".join(
+        f"{v:.0f} at {k.split('_')[1]} rows ({k.split('_')[0]})" for k, v in g.items() if not k.startswith("peak")
+    )
+    lines += [
+        "",
+        f"% of GEMM: achieved GFLOP/s (FLOPs estimated as 2 x params x positions + attention) over fp32 "
+        f"torch.matmul throughput on the decoder's weight shapes in the same run: {g['peak_256_rows']:.0f} "
+        f"GFLOP/s at 256 rows ({at_rows}). Targets: greedy >= 15x "
+        f"({'met' if report['targets_met']['greedy'] else 'MISSED'}), beam-5 >= 4x "
+        f"({'met' if report['targets_met']['beam5'] else 'MISSED'}). Same ids as the baseline on its images: "
+        f"greedy {100 * report['baseline_ids_identical_fraction']['greedy']:.0f}%, "
+        f"beam-5 {100 * report['baseline_ids_identical_fraction']['beam5']:.0f}%.",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=64, help="images captionkit decodes (default 64)")
-    parser.add_argument("--baseline-images", type=int, default=4,
-                        help="images the slow original algorithm decodes (default 4)")
+    parser.add_argument(
+        "--baseline-images", type=int, default=4, help="images the slow original algorithm decodes (default 4)"
+    )
     parser.add_argument("--tokens", type=int, default=30, help="new tokens per caption (default 30)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per greedy batch (default 64)")
     parser.add_argument("--beam-batch-size", type=int, default=16, help="images per beam-5 batch (default 16)")

@@ -14,6 +14,7 @@
 The probes are written here (a few lines of full-batch Adam on standardised features) rather than taken from
 scikit-learn, which captionkit does not otherwise depend on.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tables import markdown_table
 from torch.nn import functional as F
 
 from captionkit.data.formats import load_dataset
@@ -31,7 +33,6 @@ from captionkit.data.synthetic import object_mask
 from captionkit.evaluation.object_f1 import load_scenes
 from captionkit.models import hf
 from captionkit.models.encoders import load_encoder
-from tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -40,8 +41,10 @@ WORD_TO_SHAPE = {noun: shape for shape, nouns in SHAPE_NOUNS.items() for pair in
 
 
 def encoder_specs(run: Path) -> dict[str, str]:
-    return {"demo VGG16-bn-small fc2 (pretrained, shipped)": "vgg16-bn-small:fc2@demo",
-            "demo CLIP image embedding (pretrained tower, shipped)": f"clip:{run / 'clip'}"}
+    return {
+        "demo VGG16-bn-small fc2 (pretrained, shipped)": "vgg16-bn-small:fc2@demo",
+        "demo CLIP image embedding (pretrained tower, shipped)": f"clip:{run / 'clip'}",
+    }
 
 
 def label_matrix(records: list, scenes: dict) -> torch.Tensor:
@@ -57,12 +60,13 @@ def label_matrix(records: list, scenes: dict) -> torch.Tensor:
 @torch.no_grad()
 def features(spec: str, records: list, batch_size: int = 128) -> torch.Tensor:
     encoder = load_encoder(spec)
-    batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
     return torch.cat([encoder.encode_images([load_image(r.image_path) for r in batch]) for batch in batches]).flatten(1)
 
 
-def probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                   test_y: torch.Tensor, steps: int = 1500) -> torch.Tensor:
+def probe_accuracy(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, steps: int = 1500
+) -> torch.Tensor:
     """Per-label test accuracy of independent logistic regressions on standardised features."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -96,8 +100,12 @@ def zero_shot(run: Path, records: list, scenes: dict) -> dict[str, float]:
     truth = [next(iter(kind_counts(scenes[r.image_id]))) for r in single]
     shape_hits = (images @ shape_text.T).argmax(1) == torch.tensor([SHAPES.index(s) for _, s in truth])
     kind_hits = (images @ kind_text.T).argmax(1) == torch.tensor([kinds.index(k) for k in truth])
-    return {"images": len(single), "shape_accuracy": round(shape_hits.float().mean().item(), 3),
-            "colour_and_shape_accuracy": round(kind_hits.float().mean().item(), 3), "chance_shape": 0.2}
+    return {
+        "images": len(single),
+        "shape_accuracy": round(shape_hits.float().mean().item(), 3),
+        "colour_and_shape_accuracy": round(kind_hits.float().mean().item(), 3),
+        "chance_shape": 0.2,
+    }
 
 
 def attention_on_objects(run: Path, records: list, scenes: dict) -> dict[str, float]:
@@ -122,8 +130,11 @@ def attention_on_objects(run: Path, records: list, scenes: dict) -> dict[str, fl
             on_object.append(float((attention.numpy() * per_cell).sum()))
             chance.append(float(per_cell.mean()))
             words_scored += 1
-    return {"object_words": words_scored, "attention_on_objects": round(float(np.mean(on_object)), 3),
-            "chance": round(float(np.mean(chance)), 3)}
+    return {
+        "object_words": words_scored,
+        "attention_on_objects": round(float(np.mean(on_object)), 3),
+        "chance": round(float(np.mean(chance)), 3),
+    }
 
 
 def main() -> None:
@@ -145,17 +156,20 @@ def main() -> None:
     zero = markdown_table(list(shots), [shots])
     attention = attention_on_objects(run, test, scenes)
     looks = markdown_table(list(attention), [attention])
-    text = (f"On {run.name}'s test split ({len(test)} images; probes trained on its {len(train)} train images), "
-            "`python benchmarks/demo_encoder_probe.py`.\n\n"
-            f"### Linear probes (test accuracy per label)\n\n{probes}\n\n"
-            f"### Zero-shot with the demo CLIP (test images holding one kind of object)\n\n{zero}\n\n"
-            "### Show-Attend-Tell: share of a word's attention on the objects it names\n\n"
-            f"{looks}\n")
+    text = (
+        f"On {run.name}'s test split ({len(test)} images; probes trained on its {len(train)} train images), "
+        "`python benchmarks/demo_encoder_probe.py`.\n\n"
+        f"### Linear probes (test accuracy per label)\n\n{probes}\n\n"
+        f"### Zero-shot with the demo CLIP (test images holding one kind of object)\n\n{zero}\n\n"
+        "### Show-Attend-Tell: share of a word's attention on the objects it names\n\n"
+        f"{looks}\n"
+    )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "demo_encoder_probe.md").write_text(text, encoding="utf-8")
-    (RESULTS / "demo_encoder_probe.json").write_text(json.dumps(
-        {"probes": rows, "zero_shot": shots, "attention": attention}, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / "demo_encoder_probe.json").write_text(
+        json.dumps({"probes": rows, "zero_shot": shots, "attention": attention}, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

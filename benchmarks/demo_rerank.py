@@ -7,6 +7,7 @@ object_f1 checks the named objects against the true scenes: it does not use CLIP
 reranking helps. RefCLIPScore is computed with the demo CLIP, the same model that reranks, so it favours reranking
 by construction; it is reported because the issue asks for it, not as evidence.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from tables import markdown_table
+
 import captionkit
 from captionkit.data.formats import load_dataset
 from captionkit.evaluation.clipscore import clip_scores
 from captionkit.evaluation.object_f1 import load_scenes, score_object_f1
-from tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -38,23 +40,39 @@ def main() -> None:
     for name in MODELS:
         captioner = captionkit.load(str(run / name / "model"))
         for candidates, weight in SETTINGS:
-            options = {} if candidates is None else {"rerank": "clip", "rerank_candidates": candidates,
-                                                     "rerank_weight": weight, "num_beams": candidates}
+            options = (
+                {}
+                if candidates is None
+                else {
+                    "rerank": "clip",
+                    "rerank_candidates": candidates,
+                    "rerank_weight": weight,
+                    "num_beams": candidates,
+                }
+            )
             started = time.perf_counter()
             texts = captioner.caption([r.image_path for r in records], batch_size=32, **options)
             seconds = time.perf_counter() - started
             captions = {r.image_id: t for r, t in zip(records, texts)}
             clip = clip_scores(str(run / "clip"), images, captions, references)
-            rows.append({"model": name, "decoding": "greedy" if candidates is None else f"rerank N={candidates}",
-                         "w": "-" if weight is None else weight,
-                         "object_f1": round(score_object_f1(scenes, captions)[0], 4),
-                         "CLIPScore": round(clip["CLIPScore"][0], 4), "RefCLIPScore": round(clip["RefCLIPScore"][0], 4),
-                         "seconds": round(seconds, 1)})
+            rows.append(
+                {
+                    "model": name,
+                    "decoding": "greedy" if candidates is None else f"rerank N={candidates}",
+                    "w": "-" if weight is None else weight,
+                    "object_f1": round(score_object_f1(scenes, captions)[0], 4),
+                    "CLIPScore": round(clip["CLIPScore"][0], 4),
+                    "RefCLIPScore": round(clip["RefCLIPScore"][0], 4),
+                    "seconds": round(seconds, 1),
+                }
+            )
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = markdown_table(header, rows, text_columns=2)
-    text = (f"Demo test split ({len(records)} images), `python benchmarks/demo_rerank.py` on {run}; CLIP = the demo "
-            "CLIP (the models' own encoder). seconds: captioning only, 2-core CPU.\n\n" + table + "\n")
+    text = (
+        f"Demo test split ({len(records)} images), `python benchmarks/demo_rerank.py` on {run}; CLIP = the demo "
+        "CLIP (the models' own encoder). seconds: captioning only, 2-core CPU.\n\n" + table + "\n"
+    )
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "demo_rerank.md").write_text(text, encoding="utf-8")

@@ -5,6 +5,7 @@ writes benchmarks/results/features.{json,md}.
 
     nice python benchmarks/features.py [--images 200] [--batch-size 32] [--workers 0,1,2] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,27 @@ PHOTOS = REPO.parent / "shared" / "fixtures" / "flickr8k" / "Images"
 TARGET = 0.85  # issue 4: end to end >= 85% of forward-only throughput
 # CLIP ViT-B/32's architecture (openai/clip-vit-base-patch32); the text tower is built too but never run.
 CLIP_VIT_B32 = {
-    "model_type": "clip", "projection_dim": 512,
-    "text_config": {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                    "num_attention_heads": 8, "max_position_embeddings": 77, "bos_token_id": 49406,
-                    "eos_token_id": 49407, "pad_token_id": 1},
-    "vision_config": {"image_size": 224, "patch_size": 32, "hidden_size": 768, "intermediate_size": 3072,
-                      "num_hidden_layers": 12, "num_attention_heads": 12},
+    "model_type": "clip",
+    "projection_dim": 512,
+    "text_config": {
+        "vocab_size": 49408,
+        "hidden_size": 512,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 8,
+        "max_position_embeddings": 77,
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 1,
+    },
+    "vision_config": {
+        "image_size": 224,
+        "patch_size": 32,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+    },
 }
 
 
@@ -70,7 +86,7 @@ def forward_only(encoder: ImageEncoder, pixels: torch.Tensor, batch_size: int) -
         encoder(pixels[:batch_size])  # warm-up: oneDNN primitive creation, allocator
         start = time.perf_counter()
         for s in range(0, len(pixels), batch_size):
-            encoder(pixels[s:s + batch_size])
+            encoder(pixels[s : s + batch_size])
         return len(pixels) / (time.perf_counter() - start)
 
 
@@ -78,8 +94,15 @@ def end_to_end(encoder: ImageEncoder, records: list[Record], batch_size: int, wo
     """images/s of extract_features: workers decoding + preprocessing, forward, shard and index writes."""
     out = Path(tempfile.mkdtemp(dir=tmp))
     start = time.perf_counter()
-    cache = extract_features(records, encoder, out / "cache", batch_size=batch_size, num_workers=workers,
-                             dataset_fingerprint="bench", progress=False)
+    cache = extract_features(
+        records,
+        encoder,
+        out / "cache",
+        batch_size=batch_size,
+        num_workers=workers,
+        dataset_fingerprint="bench",
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     assert len(cache) == len(records), cache.failed
     return len(records) / seconds
@@ -87,12 +110,11 @@ def end_to_end(encoder: ImageEncoder, records: list[Record], batch_size: int, wo
 
 def cache_open_timing(tmp: Path, n: int = 8091, dim: int = 512) -> dict[str, float]:
     """Write an n x dim cache with the real writer (random features), then time open / get / get_many(all)."""
-    writer = CacheWriter(tmp / "flickr8k-sized", {"spec": "synthetic:random", "feature_shape": [dim]}, (dim,),
-                         "bench")
+    writer = CacheWriter(tmp / "flickr8k-sized", {"spec": "synthetic:random", "feature_shape": [dim]}, (dim,), "bench")
     ids = [f"{i:010d}_image.jpg" for i in range(n)]
     gen = torch.Generator().manual_seed(0)
     for s in range(0, n, 1024):
-        writer.commit(ids[s:s + 1024], torch.randn(len(ids[s:s + 1024]), dim, generator=gen), {})
+        writer.commit(ids[s : s + 1024], torch.randn(len(ids[s : s + 1024]), dim, generator=gen), {})
     writer.finish()
     start = time.perf_counter()
     cache = FeatureCache.open(tmp / "flickr8k-sized")
@@ -102,8 +124,14 @@ def cache_open_timing(tmp: Path, n: int = 8091, dim: int = 512) -> dict[str, flo
     everything = cache.get_many(ids)
     done = time.perf_counter()
     assert everything.shape == (n, dim)
-    return {"images": n, "dim": dim, "open_s": opened - start, "first_get_s": one - opened,
-            "get_many_all_s": done - one, "open_plus_read_all_s": done - start}
+    return {
+        "images": n,
+        "dim": dim,
+        "open_s": opened - start,
+        "first_get_s": one - opened,
+        "get_many_all_s": done - one,
+        "open_plus_read_all_s": done - start,
+    }
 
 
 def build(name: str, tmp: Path) -> ImageEncoder:
@@ -134,29 +162,47 @@ def main(argv: list[str] | None = None) -> None:
                 # measured back to back so that both see the same load from whatever else runs on the machine
                 fwd = forward_only(encoder, pixels, args.batch_size)
                 e2e = end_to_end(encoder, records, args.batch_size, workers, tmp)
-                rows.append({"encoder": name, "workers": workers, "torch_threads": args.threads,
-                             "forward_only_img_s": round(fwd, 2), "end_to_end_img_s": round(e2e, 2),
-                             "ratio": round(e2e / fwd, 3)})
-                print(f"  {name} workers={workers}: forward-only {fwd:.1f} img/s, end-to-end {e2e:.1f} img/s",
-                      flush=True)
+                rows.append(
+                    {
+                        "encoder": name,
+                        "workers": workers,
+                        "torch_threads": args.threads,
+                        "forward_only_img_s": round(fwd, 2),
+                        "end_to_end_img_s": round(e2e, 2),
+                        "ratio": round(e2e / fwd, 3),
+                    }
+                )
+                print(
+                    f"  {name} workers={workers}: forward-only {fwd:.1f} img/s, end-to-end {e2e:.1f} img/s", flush=True
+                )
             del encoder, pixels
         cache = cache_open_timing(tmp)
-    lines = [f"| encoder | workers | torch threads | forward-only img/s | end-to-end img/s | ratio "
-             f"(target >= {TARGET:.0%}) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"| encoder | workers | torch threads | forward-only img/s | end-to-end img/s | ratio "
+        f"(target >= {TARGET:.0%}) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['encoder']} | {r['workers']} | {r['torch_threads']} | {r['forward_only_img_s']:.1f} | "
-                     f"{r['end_to_end_img_s']:.1f} | {r['ratio']:.0%} |")
+        lines.append(
+            f"| {r['encoder']} | {r['workers']} | {r['torch_threads']} | {r['forward_only_img_s']:.1f} | "
+            f"{r['end_to_end_img_s']:.1f} | {r['ratio']:.0%} |"
+        )
     ms = {k: f"{v * 1e3:.1f} ms" for k, v in cache.items() if k.endswith("_s")}
-    cache_line = (f"Flickr8k-sized cache ({cache['images']} x {cache['dim']} float32): open {ms['open_s']}, "
-                  f"first get {ms['first_get_s']}, get_many(all) {ms['get_many_all_s']}, "
-                  f"open + read all {ms['open_plus_read_all_s']}")
+    cache_line = (
+        f"Flickr8k-sized cache ({cache['images']} x {cache['dim']} float32): open {ms['open_s']}, "
+        f"first get {ms['first_get_s']}, get_many(all) {ms['get_many_all_s']}, "
+        f"open + read all {ms['open_plus_read_all_s']}"
+    )
     table = "\n".join(lines)
-    setup = (f"{args.images} JPEGs ({source}), batch {args.batch_size}, fp32, random weights, 224 px, "
-             f"torch {torch.__version__}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
+    setup = (
+        f"{args.images} JPEGs ({source}), batch {args.batch_size}, fp32, random weights, 224 px, "
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
+    )
     print(f"\n{setup}\n\n{table}\n\n{cache_line}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "features.json").write_text(json.dumps(
-        {"setup": setup, "target_ratio": TARGET, "rows": rows, "cache_open": cache}, indent=2) + "\n")
+    (RESULTS / "features.json").write_text(
+        json.dumps({"setup": setup, "target_ratio": TARGET, "rows": rows, "cache_open": cache}, indent=2) + "\n"
+    )
     (RESULTS / "features.md").write_text(f"# Feature extraction throughput\n\n{setup}\n\n{table}\n\n{cache_line}\n")
 
 

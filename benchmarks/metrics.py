@@ -8,6 +8,7 @@ METEOR starting and scoring one pair, which includes loading its paraphrase tabl
 
 Prints a table and writes benchmarks/results/metrics.json and metrics.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,10 +83,15 @@ def main() -> None:
     ]
     share = start_total / total
     report = {
-        "items": args.items, "references_per_item": 5, "metrics": metrics, "tokenizer": result.tokenizer,
+        "items": args.items,
+        "references_per_item": 5,
+        "metrics": metrics,
+        "tokenizer": result.tokenizer,
         "seconds": {name: round(value, 3) for name, value in rows},
-        "java_start_seconds": round(start_total, 3), "java_start_share_of_total": round(share, 4),
-        "corpus": result.corpus, "corpus_without_meteor": no_meteor.corpus,
+        "java_start_seconds": round(start_total, 3),
+        "java_start_share_of_total": round(share, 4),
+        "corpus": result.corpus,
+        "corpus_without_meteor": no_meteor.corpus,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
         "note": "2 shared CPU cores; other jobs ran at the same time, so absolute seconds are noisy",
     }
@@ -94,10 +100,15 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     table = [f"| {'what':<{width}} | seconds |", f"|{'-' * (width + 2)}|---------|"]
     table += [f"| {name:<{width}} | {value:7.2f} |" for name, value in rows]
-    md = (f"# Metrics benchmark\n\n{args.items:,} candidates x 5 references (Flickr8k fixture captions), "
-          f"{', '.join(metrics)}.\n\n" + "\n".join(table)
-          + f"\n\nJava start (both jars, trivial runs): {start_total:.2f} s = {share:.1%} of the full scoring time.\n"
-          + "\nCorpus scores: " + ", ".join(f"{k} {v:.4f}" for k, v in result.corpus.items()) + "\n")
+    md = (
+        f"# Metrics benchmark\n\n{args.items:,} candidates x 5 references (Flickr8k fixture captions), "
+        f"{', '.join(metrics)}.\n\n"
+        + "\n".join(table)
+        + f"\n\nJava start (both jars, trivial runs): {start_total:.2f} s = {share:.1%} of the full scoring time.\n"
+        + "\nCorpus scores: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in result.corpus.items())
+        + "\n"
+    )
     (RESULTS / "metrics.md").write_text(md, encoding="utf-8")
     print(md)
 

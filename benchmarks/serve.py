@@ -10,6 +10,7 @@ run stops by itself). Without --model it builds a demo-like ClipCap in a tempora
 -> the demo's 3-layer GPT-2 (captionkit:demo-gpt2) on the tiny CLIP encoder, random weights, so every caption runs
 the full --max-new-tokens (fixed work per image). Server RSS is read after a warm-up and after the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,10 +45,22 @@ def build_demo_like_model(directory: Path) -> Path:
     from captionkit.registry import get_model_class
 
     torch.manual_seed(0)
-    model = build_model({"type": "clipcap", "mapping": "mlp", "prefix_length": 10, "clip_dim": 64,
-                         "gpt2": "captionkit:demo-gpt2", "tokenizer": "train-bpe", "freeze_gpt2": False})
-    captions = ["a red circle above a blue square .", "two green stars on a white background .",
-                "a yellow triangle left of a purple cross ."] * 20
+    model = build_model(
+        {
+            "type": "clipcap",
+            "mapping": "mlp",
+            "prefix_length": 10,
+            "clip_dim": 64,
+            "gpt2": "captionkit:demo-gpt2",
+            "tokenizer": "train-bpe",
+            "freeze_gpt2": False,
+        }
+    )
+    captions = [
+        "a red circle above a blue square .",
+        "two green stars on a white background .",
+        "a yellow triangle left of a purple cross .",
+    ] * 20
     tokenizer = get_model_class("clipcap").build_tokenizer(model.config, captions)
     return save_model_dir(directory / "model", model, tokenizer, "clip:captionkit:tiny-clip")
 
@@ -77,9 +90,27 @@ def free_port() -> int:
 def start_server(model: Path, max_batch: int, wait_ms: float, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    process = subprocess.Popen([sys.executable, "-m", "captionkit.cli", "serve", f"bench={model}", "--port", str(port),
-                                "--max-batch", str(max_batch), "--batch-wait-ms", str(wait_ms), "--device", "cpu"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "captionkit.cli",
+            "serve",
+            f"bench={model}",
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--batch-wait-ms",
+            str(wait_ms),
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600  # a busy 2-core machine can take minutes to import torch
     while time.monotonic() < deadline:
@@ -108,8 +139,11 @@ async def load(url: str, clients: int, requests: int, images: list[bytes], token
             sent += 1
             began = time.perf_counter()
             try:
-                response = await c.post(url + "/v1/captions", data={"max_new_tokens": str(tokens)},
-                                        files={"image": (f"{i}.jpg", images[i % len(images)], "image/jpeg")})
+                response = await c.post(
+                    url + "/v1/captions",
+                    data={"max_new_tokens": str(tokens)},
+                    files={"image": (f"{i}.jpg", images[i % len(images)], "image/jpeg")},
+                )
                 if response.status_code != 200:
                     failures.append(f"{response.status_code}: {response.text[:200]}")
                     continue
@@ -124,9 +158,16 @@ async def load(url: str, clients: int, requests: int, images: list[bytes], token
         await asyncio.gather(*(client(c) for _ in range(clients)))
         seconds = time.perf_counter() - began
     ms = np.array(latencies) if latencies else np.array([float("nan")])
-    return {"clients": clients, "requests": requests, "failed": len(failures), "seconds": round(seconds, 2),
-            "images_per_s": round(len(latencies) / seconds, 1), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-            "p99_ms": round(float(np.percentile(ms, 99)), 1), "failures_sample": failures[:3]}
+    return {
+        "clients": clients,
+        "requests": requests,
+        "failed": len(failures),
+        "seconds": round(seconds, 2),
+        "images_per_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "failures_sample": failures[:3],
+    }
 
 
 def rss_mb(process: subprocess.Popen) -> float:
@@ -144,8 +185,11 @@ def run_mode(mode: str, model: Path, args: argparse.Namespace, images: list[byte
             n = args.requests if clients == max(CLIENTS) else args.small_requests
             row = asyncio.run(load(url, clients, n, images, args.max_new_tokens))
             rows.append({"batching": mode, "max_batch": MODES[mode], **row})
-            print(f"  batching {mode:3} clients {clients:2}: {row['images_per_s']:7.1f} images/s, "
-                  f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, {row['failed']} failed", flush=True)
+            print(
+                f"  batching {mode:3} clients {clients:2}: {row['images_per_s']:7.1f} images/s, "
+                f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, {row['failed']} failed",
+                flush=True,
+            )
         rss_after = rss_mb(process)
     finally:
         process.terminate()
@@ -175,36 +219,66 @@ def main() -> None:
     failed = sum(r["failed"] for r in rows)
     rss = {mode: (results[mode]["rss_warm_mb"], results[mode]["rss_after_mb"]) for mode in MODES}
     rss_growth = max((after - warm) / warm for warm, after in rss.values())
-    summary = {"speedup_at_32": round(speedup, 2), "failed": failed, "rss_growth": round(rss_growth, 4),
-               "speedup_target_met": speedup >= TARGET_SPEEDUP, "rss_target_met": rss_growth <= TARGET_RSS}
-    described = args.model.name if args.model else \
-        "a demo-like ClipCap (MLP k=10 -> 3-layer GPT-2, tiny CLIP, random weights)"
+    summary = {
+        "speedup_at_32": round(speedup, 2),
+        "failed": failed,
+        "rss_growth": round(rss_growth, 4),
+        "speedup_target_met": speedup >= TARGET_SPEEDUP,
+        "rss_target_met": rss_growth <= TARGET_RSS,
+    }
+    described = (
+        args.model.name if args.model else "a demo-like ClipCap (MLP k=10 -> 3-layer GPT-2, tiny CLIP, random weights)"
+    )
     load_text = ", ".join(f"{v:.1f}" for v in load_start)
-    header = (f"`captionkit serve` on 127.0.0.1, {described}, {args.max_new_tokens} tokens per caption, greedy, "
-              f"one 320x240 JPEG per request, {args.threads} torch thread(s) in the server, clients in one process "
-              f"on the same machine (torch {torch.__version__}, {os.cpu_count()} CPUs, Python "
-              f"{platform.python_version()}); the machine was busy with other jobs (load average at start "
-              f"{load_text}). Batching on: --max-batch 32 --batch-wait-ms {args.batch_wait_ms:g}; off: --max-batch 1.")
-    lines = [header, "", "| batching | clients | requests | failed | images/s | p50 ms | p99 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['batching']} | {r['clients']} | {r['requests']} | {r['failed']} | {r['images_per_s']} | "
-              f"{r['p50_ms']} | {r['p99_ms']} |" for r in rows]
-    lines += ["", f"At 32 clients batching on gives {speedup:.2f}x the images/s of batching off (target >= "
-                  f"{TARGET_SPEEDUP:g}x: {'met' if summary['speedup_target_met'] else 'NOT met'}); {failed} failed "
-                  f"requests in all. Server RSS after warm-up -> after the run: "
-              + "; ".join(f"batching {m} {w} -> {a} MB" for m, (w, a) in rss.items())
-              + f" (largest growth {rss_growth:+.1%}, target within {TARGET_RSS:.0%}: "
-                f"{'met' if summary['rss_target_met'] else 'NOT met'})."]
+    header = (
+        f"`captionkit serve` on 127.0.0.1, {described}, {args.max_new_tokens} tokens per caption, greedy, "
+        f"one 320x240 JPEG per request, {args.threads} torch thread(s) in the server, clients in one process "
+        f"on the same machine (torch {torch.__version__}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}); the machine was busy with other jobs (load average at start "
+        f"{load_text}). Batching on: --max-batch 32 --batch-wait-ms {args.batch_wait_ms:g}; off: --max-batch 1."
+    )
+    lines = [
+        header,
+        "",
+        "| batching | clients | requests | failed | images/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['batching']} | {r['clients']} | {r['requests']} | {r['failed']} | {r['images_per_s']} | "
+        f"{r['p50_ms']} | {r['p99_ms']} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        f"At 32 clients batching on gives {speedup:.2f}x the images/s of batching off (target >= "
+        f"{TARGET_SPEEDUP:g}x: {'met' if summary['speedup_target_met'] else 'NOT met'}); {failed} failed "
+        f"requests in all. Server RSS after warm-up -> after the run: "
+        + "; ".join(f"batching {m} {w} -> {a} MB" for m, (w, a) in rss.items())
+        + f" (largest growth {rss_growth:+.1%}, target within {TARGET_RSS:.0%}: "
+        f"{'met' if summary['rss_target_met'] else 'NOT met'}).",
+    ]
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "serve.md").write_text(table + "\n", encoding="utf-8")
-    (RESULTS / "serve.json").write_text(json.dumps({
-        "settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                     "cpus": os.cpu_count(), "load_average_at_start": load_start,
-                     "load_average_at_end": os.getloadavg()},
-        "rows": rows, "rss_mb": {m: {"after_warmup": w, "after_run": a} for m, (w, a) in rss.items()},
-        "summary": summary}, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / "serve.json").write_text(
+        json.dumps(
+            {
+                "settings": {
+                    **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "cpus": os.cpu_count(),
+                    "load_average_at_start": load_start,
+                    "load_average_at_end": os.getloadavg(),
+                },
+                "rows": rows,
+                "rss_mb": {m: {"after_warmup": w, "after_run": a} for m, (w, a) in rss.items()},
+                "summary": summary,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
 
 
 if __name__ == "__main__":

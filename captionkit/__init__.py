@@ -1,4 +1,5 @@
 """captionkit: train, evaluate, compare and serve image-captioning models (VGG16+LSTM and ClipCap)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ if TYPE_CHECKING:
     from captionkit.captioner import Captioner
 
 
-def load(model_dir: str, device: str | None = None, **options: Any) -> "Captioner":
+def load(model_dir: str, device: str | None = None, **options: Any) -> Captioner:
     """Load a model directory into a Captioner: `.caption(images_or_paths)` and `.generate(features)`."""
     from captionkit.captioner import Captioner
 

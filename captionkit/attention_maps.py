@@ -1,9 +1,11 @@
 """Attention heat maps: the image, then one panel per generated word with the upsampled attention over it."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +34,10 @@ def caption_with_attention(captioner: Any, image: Image.Image, **decoding: Any) 
     from captionkit.models.show_attend_tell import ShowAttendTell, attention_for
 
     if not isinstance(captioner.model, ShowAttendTell):
-        raise ConfigError(f"model type {captioner.model.model_type!r} has no attention weights; attention maps need "
-                          "a show-attend-tell model")
+        raise ConfigError(
+            f"model type {captioner.model.model_type!r} has no attention weights; attention maps need "
+            "a show-attend-tell model"
+        )
     features = captioner.encode([image])
     ids = captioner.generate(features, **decoding)[0]
     weights = attention_for(captioner.model, features, [ids])[0]
@@ -63,9 +67,15 @@ def encoder_view(image: Image.Image, crop_fraction: float = VGG_CROP_FRACTION) -
     return image.crop((left, top, left + side, top + side))
 
 
-def render_attention_map(image: Image.Image, words: Sequence[str], weights: Tensor, out_path: str | Path,
-                         grid: tuple[int, int] | None = None, columns: int = COLUMNS,
-                         crop_fraction: float = VGG_CROP_FRACTION) -> Path:
+def render_attention_map(
+    image: Image.Image,
+    words: Sequence[str],
+    weights: Tensor,
+    out_path: str | Path,
+    grid: tuple[int, int] | None = None,
+    columns: int = COLUMNS,
+    crop_fraction: float = VGG_CROP_FRACTION,
+) -> Path:
     """Write one PNG: the image as the encoder saw it, then for each word its attention weights (row t of
     `weights` (T, L), L = rows x cols of `grid`, a square grid when None) upsampled over it as a heat map.
 
@@ -86,14 +96,22 @@ def attention_grid(weights: Tensor, grid: tuple[int, int] | None = None) -> tupl
     return side, side
 
 
-def attention_figure(image: Image.Image, words: Sequence[str], weights: Tensor, grid: tuple[int, int] | None = None,
-                     columns: int = COLUMNS, crop_fraction: float = VGG_CROP_FRACTION) -> Image.Image:
+def attention_figure(
+    image: Image.Image,
+    words: Sequence[str],
+    weights: Tensor,
+    grid: tuple[int, int] | None = None,
+    columns: int = COLUMNS,
+    crop_fraction: float = VGG_CROP_FRACTION,
+) -> Image.Image:
     """The figure render_attention_map writes, as an RGB image (for a caller that sends it rather than saves it)."""
     weights = torch.as_tensor(weights, dtype=torch.float32).detach().cpu()
     grid = attention_grid(weights, grid)
     if weights.dim() != 2 or weights.size(0) != len(words) or weights.size(1) != grid[0] * grid[1]:
-        raise ValueError(f"attention weights of shape {tuple(weights.shape)} do not fit {len(words)} words on a "
-                         f"{grid[0]}x{grid[1]} grid: expected ({len(words)}, {grid[0] * grid[1]})")
+        raise ValueError(
+            f"attention weights of shape {tuple(weights.shape)} do not fit {len(words)} words on a "
+            f"{grid[0]}x{grid[1]} grid: expected ({len(words)}, {grid[0] * grid[1]})"
+        )
     base = encoder_view(image.convert("RGB"), crop_fraction).resize((PANEL_PX, PANEL_PX), Image.Resampling.BICUBIC)
     width, height = attention_map_size(len(words), columns)
     cols = min(columns, len(words) + 1)

@@ -1,10 +1,12 @@
 """Caption many image files: expand files/folders/globs, load safely, caption in batches, report failures."""
+
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from captionkit.data.images import IMAGE_SUFFIXES
 
@@ -45,14 +47,13 @@ def expand_image_paths(items: Iterable[str | Path]) -> list[Path]:
     return unique
 
 
-def caption_files(captioner: Any, paths: list[Path], batch_size: int = 16,
-                  **decoding: Any) -> Iterator[CaptionResult]:
+def caption_files(captioner: Any, paths: list[Path], batch_size: int = 16, **decoding: Any) -> Iterator[CaptionResult]:
     """Yield one result per path, in order; unreadable images give a result with `error` instead of raising."""
     from captionkit.data.images import load_image
     from captionkit.errors import ImageLoadError
 
     for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
+        chunk = paths[start : start + batch_size]
         loaded, errors = [], {}
         for path in chunk:
             try:

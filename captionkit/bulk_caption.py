@@ -1,12 +1,14 @@
 """Bulk captioning of a dataset by input shard, across processes, resumable: each process captions every N-th
 shard into OUT/<shard>.jsonl, and the first process joins them, in input order, into OUT/captions.jsonl."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -47,13 +49,26 @@ def _commit(out: Path, shard: InputShard, rows: list[dict[str, Any]], unreadable
 
 def _is_done(out: Path, shard: InputShard) -> bool:
     captions, failed = _shard_files(out, shard)
-    return captions.is_file() and failed.is_file() and \
-        json.loads(failed.read_text(encoding="utf-8")).get("digest") == shard.digest
+    return (
+        captions.is_file()
+        and failed.is_file()
+        and json.loads(failed.read_text(encoding="utf-8")).get("digest") == shard.digest
+    )
 
 
-def caption_shards(captioner: Any, shards: Sequence[InputShard], out_dir: str | os.PathLike, *, model: str,
-                   rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = lambda: None,
-                   batch_size: int = 16, progress: bool = True, **decoding: Any) -> BulkResult:
+def caption_shards(
+    captioner: Any,
+    shards: Sequence[InputShard],
+    out_dir: str | os.PathLike,
+    *,
+    model: str,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
+    batch_size: int = 16,
+    progress: bool = True,
+    **decoding: Any,
+) -> BulkResult:
     """Caption this process's input shards not already done; after `barrier()` rank 0 writes OUT/captions.jsonl
     ({"key", "caption", "model", "decoding"} per image, in input order) and OUT/unreadable.json ({key: why})."""
     out = Path(out_dir)
@@ -65,8 +80,9 @@ def caption_shards(captioner: Any, shards: Sequence[InputShard], out_dir: str | 
     mine = rank_shards(shards, rank, world_size)
     todo = [s for s in mine if not _is_done(out, s)]
     result = BulkResult(shards_done_before=len(mine) - len(todo), out=out / JOINED)
-    bar = tqdm(total=sum(len(s.records) for s in todo), unit="img", desc=f"captioning (rank {rank})",
-               disable=not progress)
+    bar = tqdm(
+        total=sum(len(s.records) for s in todo), unit="img", desc=f"captioning (rank {rank})", disable=not progress
+    )
     with bar:
         for shard in todo:
             rows, unreadable = [], {}
@@ -77,8 +93,9 @@ def caption_shards(captioner: Any, shards: Sequence[InputShard], out_dir: str | 
                 if found.error is not None:
                     unreadable[record.image_id] = found.error
                 else:
-                    rows.append({"key": record.image_id, "caption": found.caption, "model": model,
-                                 "decoding": settings_dict})
+                    rows.append(
+                        {"key": record.image_id, "caption": found.caption, "model": model, "decoding": settings_dict}
+                    )
             _commit(out, shard, rows, unreadable)
     barrier()
     if rank == 0:
@@ -91,8 +108,10 @@ def _join(out: Path, shards: Sequence[InputShard], result: BulkResult) -> None:
     lines: list[str] = []
     for shard in shards:
         if not _is_done(out, shard):
-            raise FileNotFoundError(f"{_shard_files(out, shard)[0]}: input shard {shard.name} was not captioned (a "
-                                    "process stopped early?); re-run the same command to finish it")
+            raise FileNotFoundError(
+                f"{_shard_files(out, shard)[0]}: input shard {shard.name} was not captioned (a "
+                "process stopped early?); re-run the same command to finish it"
+            )
         captions, failed = _shard_files(out, shard)
         text = captions.read_text(encoding="utf-8")
         lines.append(text)

@@ -1,9 +1,11 @@
 """The Python API: a loaded model directory that captions images (paths or PIL images) or encoder feature tensors."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import torch
 from PIL import Image
@@ -33,9 +35,15 @@ class Captioner:
     last two steps on their own, e.g. for features from a cache.
     """
 
-    def __init__(self, model: CaptionModel, tokenizer: TextTokenizer, encoder: ImageEncoder | str | None = None,
-                 config: dict[str, Any] | None = None, device: str | torch.device | None = None,
-                 decoding: DecodingConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: CaptionModel,
+        tokenizer: TextTokenizer,
+        encoder: ImageEncoder | str | None = None,
+        config: dict[str, Any] | None = None,
+        device: str | torch.device | None = None,
+        decoding: DecodingConfig | None = None,
+    ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -45,8 +53,9 @@ class Captioner:
         self._rerankers: dict[str, Any] = {}  # CLIP spec ("" = the model's encoder) -> ClipReranker
 
     @classmethod
-    def from_dir(cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None,
-                 **options: Any) -> "Captioner":
+    def from_dir(
+        cls, model_dir: str | os.PathLike[str], device: str | torch.device | None = None, **options: Any
+    ) -> Captioner:
         """Load a model directory (config.json + model.safetensors + tokenizer files).
 
         Options: `encoder`, an ImageEncoder or spec "KIND:SOURCE" used instead of the one config.json names (e.g.
@@ -59,8 +68,14 @@ class Captioner:
         decoding = DecodingConfig().replace(**options)
         device = torch.device(device) if device is not None else default_device()
         loaded = load_model_dir(model_dir, device=device)
-        return cls(loaded.model, loaded.tokenizer, encoder if encoder is not None else loaded.encoder,
-                   loaded.config, device, decoding)
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            encoder if encoder is not None else loaded.encoder,
+            loaded.config,
+            device,
+            decoding,
+        )
 
     @property
     def input_kind(self) -> str:
@@ -72,8 +87,10 @@ class Captioner:
         if self.input_kind == "pixels":
             return self.model.image_encoder  # the model fine-tunes its own encoder
         if self._encoder is None:
-            raise ConfigError("this model directory names no image encoder (config.json 'encoder' is null); pass "
-                              "encoder='KIND:SOURCE' to captionkit.load, or caption feature tensors with generate()")
+            raise ConfigError(
+                "this model directory names no image encoder (config.json 'encoder' is null); pass "
+                "encoder='KIND:SOURCE' to captionkit.load, or caption feature tensors with generate()"
+            )
         if isinstance(self._encoder, str):
             self._encoder = load_encoder(self._encoder).to(self.device)
         return self._encoder
@@ -87,8 +104,14 @@ class Captioner:
         with torch.inference_mode():
             return encoder(pixels).float()
 
-    def generate(self, features: Tensor, num_beams: int | None = None, max_new_tokens: int | None = None,
-                 eos_token_id: int | None = None, **decoding: Any) -> list[list[int]]:
+    def generate(
+        self,
+        features: Tensor,
+        num_beams: int | None = None,
+        max_new_tokens: int | None = None,
+        eos_token_id: int | None = None,
+        **decoding: Any,
+    ) -> list[list[int]]:
         """Caption ids (without EOS) for (B, *feature_shape) features; unset options keep this captioner's defaults.
 
         `eos_token_id` defaults to the tokenizer's; a negative id disables stopping (fixed-length output).
@@ -101,10 +124,17 @@ class Captioner:
     def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
         return [self.tokenizer.decode(list(row)).strip() for row in ids]
 
-    def caption(self, images_or_paths: ImageInput | Sequence[ImageInput], batch_size: int = 16,
-                progress: bool = False, rerank: str | None = None, rerank_weight: float | None = None,
-                rerank_candidates: int | None = None, rerank_clip: str | None = None,
-                **decoding: Any) -> list[str]:
+    def caption(
+        self,
+        images_or_paths: ImageInput | Sequence[ImageInput],
+        batch_size: int = 16,
+        progress: bool = False,
+        rerank: str | None = None,
+        rerank_weight: float | None = None,
+        rerank_candidates: int | None = None,
+        rerank_clip: str | None = None,
+        **decoding: Any,
+    ) -> list[str]:
         """One caption per image (a path, a PIL image, or a list of them), decoded as `decoding` says.
 
         rerank="clip": decode `rerank_candidates` candidates per image (beam n-best, or samples with do_sample)
@@ -113,8 +143,11 @@ class Captioner:
         """
         from captionkit.rerank import RerankConfig
 
-        items = [images_or_paths] if isinstance(images_or_paths, (str, os.PathLike, Image.Image, ShardImage)) \
+        items = (
+            [images_or_paths]
+            if isinstance(images_or_paths, (str, os.PathLike, Image.Image, ShardImage))
             else list(images_or_paths)
+        )
         if batch_size < 1:
             raise ConfigError(f"caption: batch_size must be >= 1, got {batch_size}")
         self.decoding.replace(**decoding)  # a bad option fails before any image is loaded
@@ -124,21 +157,23 @@ class Captioner:
         captions: list[str] = []
         with tqdm(total=len(items), disable=not progress, unit="img", desc="captioning") as bar:
             for start in range(0, len(items), batch_size):
-                chunk = [_load(image) for image in items[start:start + batch_size]]
+                chunk = [_load(image) for image in items[start : start + batch_size]]
                 features = self.encode(chunk)
                 captions.extend(self.decode(self.caption_ids(features, chunk, rerank_config, **decoding)))
                 bar.update(len(chunk))
         return captions
 
-    def caption_ids(self, features: Tensor, images: Sequence[Image.Image], rerank: Any = None,
-                    **decoding: Any) -> list[list[int]]:
+    def caption_ids(
+        self, features: Tensor, images: Sequence[Image.Image], rerank: Any = None, **decoding: Any
+    ) -> list[list[int]]:
         """Caption ids for the (B, *feature_shape) `features` of `images`: decoded as `decoding` says, or with `rerank`
         (a captionkit.rerank.RerankConfig) the best of its candidates (the images feed a CLIP other than the
         model's encoder). The step `caption` runs per batch, and the server per micro-batch."""
         if rerank is None:
             return self.generate(features, **decoding)
-        return self.reranker(rerank).choose(self.model, self.tokenizer, features, images,
-                                            self.decoding.replace(**decoding))
+        return self.reranker(rerank).choose(
+            self.model, self.tokenizer, features, images, self.decoding.replace(**decoding)
+        )
 
     def reranker(self, config: Any) -> Any:
         """A ClipReranker for a captionkit.rerank.RerankConfig; its CLIP is loaded once per captioner and spec."""
@@ -146,8 +181,7 @@ class Captioner:
 
         key = config.clip or ""
         if key not in self._rerankers:
-            self._rerankers[key] = ClipReranker.for_encoder(config, None if config.clip else self.encoder,
-                                                            self.device)
+            self._rerankers[key] = ClipReranker.for_encoder(config, None if config.clip else self.encoder, self.device)
         loaded = self._rerankers[key]
         return ClipReranker(config, loaded.scorer, loaded.features_are_clip)
 

@@ -1,5 +1,6 @@
 """Contrastive CLIP pretraining on a caption dataset: adapts (or, for the offline demo, creates) the frozen image
 encoder that ClipCap reads, exactly as ClipCap uses a pretrained CLIP."""
+
 from __future__ import annotations
 
 import json
@@ -77,13 +78,17 @@ def train_clip_tokenizer(captions: list[str], num_merges: int, directory: Path) 
     tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=2 * len(base) + num_merges, end_of_word_suffix="</w>",
-                                  initial_alphabet=base, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2 * len(base) + num_merges, end_of_word_suffix="</w>", initial_alphabet=base, show_progress=False
+    )
     tok.train_from_iterator(captions, trainer)
     with tempfile.TemporaryDirectory() as tmp:
         tok.model.save(tmp)
-        merges = [ln for ln in Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
-                  if ln and not ln.startswith("#")]
+        merges = [
+            ln
+            for ln in Path(tmp, "merges.txt").read_text(encoding="utf-8").splitlines()
+            if ln and not ln.startswith("#")
+        ]
     tokens = base + [c + "</w>" for c in base] + [m.replace(" ", "") for m in merges]
     tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,24 +97,38 @@ def train_clip_tokenizer(captions: list[str], num_merges: int, directory: Path) 
     return hf.clip_tokenizer(str(directory))
 
 
-def _new_model(cfg: ClipPretrainConfig, tokenizer: Any, vision_config: dict[str, Any] | None = None,
-               projection_dim: int | None = None) -> torch.nn.Module:
+def _new_model(
+    cfg: ClipPretrainConfig,
+    tokenizer: Any,
+    vision_config: dict[str, Any] | None = None,
+    projection_dim: int | None = None,
+) -> torch.nn.Module:
     vocab = tokenizer.get_vocab()
-    tower = {"hidden_size": cfg.width, "intermediate_size": 4 * cfg.width, "num_hidden_layers": cfg.layers,
-             "num_attention_heads": cfg.heads}
+    tower = {
+        "hidden_size": cfg.width,
+        "intermediate_size": 4 * cfg.width,
+        "num_hidden_layers": cfg.layers,
+        "num_attention_heads": cfg.heads,
+    }
     config = {
         "projection_dim": projection_dim or cfg.projection_dim,
-        "text_config": {**tower, "vocab_size": len(vocab), "max_position_embeddings": cfg.max_text_tokens,
-                        "bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"],
-                        "pad_token_id": vocab["<|endoftext|>"]},
+        "text_config": {
+            **tower,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": cfg.max_text_tokens,
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": vocab["<|endoftext|>"],
+            "pad_token_id": vocab["<|endoftext|>"],
+        },
         "vision_config": vision_config or {**tower, "image_size": cfg.image_size, "patch_size": cfg.patch_size},
         **cfg.extra,
     }
     return hf.new_clip_model(config)
 
 
-def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConfig | None = None,
-                  progress: bool = True) -> Path:
+def pretrain_clip(
+    dataset: str | Path, out: str | Path, config: ClipPretrainConfig | None = None, progress: bool = True
+) -> Path:
     """Train CLIP contrastively on the train split of `dataset`; write a CLIP directory to `out`
     (loadable as encoder `clip:OUT`). A finished `out` is reused and an interrupted one resumes from its last
     finished epoch, in both cases only if it was started with the same dataset and settings."""
@@ -141,8 +160,10 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
     total = steps_per_epoch * cfg.epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
-                                                 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
+    )
     first_epoch = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -155,16 +176,18 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
     log_path = out / "pretrain_log.jsonl"
     truncate_jsonl(log_path, lambda e: e["epoch"] < first_epoch)  # later epochs are trained (and logged) again
     model.train()
-    bar = tqdm(total=total, initial=first_epoch * steps_per_epoch, desc="clip pretrain", unit="step",
-               disable=not progress)
+    bar = tqdm(
+        total=total, initial=first_epoch * steps_per_epoch, desc="clip pretrain", unit="step", disable=not progress
+    )
     started = time.time()
     record: dict[str, Any] = resume["record"] if resume is not None else {}
     for epoch in range(first_epoch, cfg.epochs):
         order = torch.randperm(len(train))
         for start in range(0, len(train), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
-            ids, mask = hf.clip_tokenize(tokenizer, [random.choice(train[i].captions) for i in idx.tolist()],
-                                         cfg.max_text_tokens)
+            idx = order[start : start + cfg.batch_size]
+            ids, mask = hf.clip_tokenize(
+                tokenizer, [random.choice(train[i].captions) for i in idx.tolist()], cfg.max_text_tokens
+            )
             if train_embeds is not None:
                 loss = hf.clip_contrastive_loss_from_image_embeds(model, train_embeds[idx], ids, mask)
             else:
@@ -181,9 +204,17 @@ def pretrain_clip(dataset: str | Path, out: str | Path, config: ClipPretrainConf
             record["dev_retrieval_top1"] = retrieval_top1(model, tokenizer, dev_pixels, dev[:256], cfg)
         with log_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        _save_resume_state(out, {"epoch": epoch, "record": record, "model": model.state_dict(),
-                                 "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                                 "rng": capture_rng()})
+        _save_resume_state(
+            out,
+            {
+                "epoch": epoch,
+                "record": record,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": schedule.state_dict(),
+                "rng": capture_rng(),
+            },
+        )
     bar.close()
     model.eval()
     hf.save_clip(out, model, processor, tokenizer)
@@ -206,8 +237,12 @@ def _build(cfg: ClipPretrainConfig, captions: list[str], out: Path, resumed: boo
         tokenizer = train_clip_tokenizer(captions, cfg.tokenizer_merges, out / "tokenizer")
     if cfg.image_tower:
         locked, processor, _ = hf.load_clip(cfg.image_tower)
-        model = _new_model(cfg, tokenizer, vision_config=hf.clip_vision_config(locked),
-                           projection_dim=int(locked.config.projection_dim))
+        model = _new_model(
+            cfg,
+            tokenizer,
+            vision_config=hf.clip_vision_config(locked),
+            projection_dim=int(locked.config.projection_dim),
+        )
         hf.copy_clip_image_side(locked, model)
         model.requires_grad_(False)
         for p in hf.clip_text_parameters(model):
@@ -221,7 +256,7 @@ def _image_embeds(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 256
     """(N, 3, S, S) -> (N, projection_dim) embeddings of the (locked) image side, in eval mode."""
     was_training = model.training
     model.eval()
-    embeds = torch.cat([hf.clip_image_embeds(model, pixels[i:i + batch]) for i in range(0, len(pixels), batch)])
+    embeds = torch.cat([hf.clip_image_embeds(model, pixels[i : i + batch]) for i in range(0, len(pixels), batch)])
     model.train(was_training)
     return embeds
 
@@ -235,9 +270,11 @@ def _check_same_settings(out: Path, settings: dict[str, Any]) -> None:
     changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
     if changed:
         key = changed[0]
-        raise ConfigError(f"{out} was trained with {key}={before.get(key)!r}, now {key}={settings.get(key)!r} "
-                          f"({len(changed)} setting(s) differ: {', '.join(changed)}); pass another --out, or "
-                          f"delete {out} to train it again")
+        raise ConfigError(
+            f"{out} was trained with {key}={before.get(key)!r}, now {key}={settings.get(key)!r} "
+            f"({len(changed)} setting(s) differ: {', '.join(changed)}); pass another --out, or "
+            f"delete {out} to train it again"
+        )
 
 
 def _read_resume_state(out: Path) -> dict[str, Any] | None:
@@ -258,8 +295,9 @@ def _save_resume_state(out: Path, state: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def retrieval_top1(model: torch.nn.Module, tokenizer: Any, pixel_values: torch.Tensor, records: list,
-                   cfg: ClipPretrainConfig) -> float:
+def retrieval_top1(
+    model: torch.nn.Module, tokenizer: Any, pixel_values: torch.Tensor, records: list, cfg: ClipPretrainConfig
+) -> float:
     """Share of images whose own first caption is the nearest of all captions in the set (image -> text)."""
     was_training = model.training
     model.eval()

@@ -1,4 +1,5 @@
 """Typed configuration: dataclasses loaded from YAML/JSON files, overridden with `--set key.sub=value`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,6 +113,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain, JSON-serialisable data of a (nested) dataclass; paths become strings."""
+
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -122,11 +124,13 @@ def to_dict(obj: Any) -> dict[str, Any]:
         if isinstance(v, Path):
             return str(v)
         return v
+
     return plain(obj)
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> T:
     """`base` (e.g. a preset) <- file at `path` <- `--set` overrides, then typed as `cls`."""
     data = dict(base or {})
     if path is not None:

@@ -1,10 +1,12 @@
 """Caption decoding written once over the model step interface: greedy, beam search and sampling, with a KV cache."""
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -60,7 +62,7 @@ class DecodingConfig:
             if not ok:
                 raise ConfigError(f"decoding: {message} (got {dataclasses.asdict(self)})")
 
-    def replace(self, **overrides: Any) -> "DecodingConfig":
+    def replace(self, **overrides: Any) -> DecodingConfig:
         """A copy with `overrides` applied; an unknown name is an error that lists the valid ones."""
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
@@ -76,25 +78,41 @@ class BeamSearchOutput:
     scores: list[list[float]]  # their scores under the scoring used (best first)
 
 
-def generate(model: CaptionModel, features: Tensor, eos_token_id: int | None,
-             config: DecodingConfig | None = None, **overrides: Any) -> list[list[int]]:
+def generate(
+    model: CaptionModel,
+    features: Tensor,
+    eos_token_id: int | None,
+    config: DecodingConfig | None = None,
+    **overrides: Any,
+) -> list[list[int]]:
     """Caption ids (without EOS) for each row of `features` (B, *feature_shape), decoded as `config` says."""
     config = (config or DecodingConfig()).replace(**overrides)
-    common = dict(max_new_tokens=config.max_new_tokens, min_new_tokens=config.min_new_tokens,
-                  temperature=config.temperature, repetition_penalty=config.repetition_penalty,
-                  use_cache=config.use_cache)
+    common = dict(
+        max_new_tokens=config.max_new_tokens,
+        min_new_tokens=config.min_new_tokens,
+        temperature=config.temperature,
+        repetition_penalty=config.repetition_penalty,
+        use_cache=config.use_cache,
+    )
     if config.do_sample:
-        return sample(model, features, eos_token_id, top_k=config.top_k, top_p=config.top_p, seed=config.seed,
-                      **common)
+        return sample(model, features, eos_token_id, top_k=config.top_k, top_p=config.top_p, seed=config.seed, **common)
     if config.num_beams == 1:
         return greedy_search(model, features, eos_token_id, **common)
-    return beam_search(model, features, eos_token_id, num_beams=config.num_beams,
-                       length_penalty=config.length_penalty, early_stopping=config.early_stopping,
-                       beam_scoring=config.beam_scoring, **common).sequences
+    return beam_search(
+        model,
+        features,
+        eos_token_id,
+        num_beams=config.num_beams,
+        length_penalty=config.length_penalty,
+        early_stopping=config.early_stopping,
+        beam_scoring=config.beam_scoring,
+        **common,
+    ).sequences
 
 
-def caption_targets(ids: list[list[int]], eos_token_id: int, pad_token_id: int, max_new_tokens: int,
-                    device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+def caption_targets(
+    ids: list[list[int]], eos_token_id: int, pad_token_id: int, max_new_tokens: int, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
     """Decoded ids (without EOS, as every function here returns them) -> (N, T) ids to score with the model's
     forward, EOS appended where the caption ended with it, padded; and (N, T) float mask, 1 on those tokens.
 
@@ -104,8 +122,8 @@ def caption_targets(ids: list[list[int]], eos_token_id: int, pad_token_id: int, 
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     mask = torch.zeros(len(rows), width)
     for i, row in enumerate(rows):
-        input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, :len(row)] = 1.0
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1.0
     return input_ids.to(device), mask.to(device)
 
 
@@ -158,13 +176,22 @@ def _eos(eos_token_id: int | None, vocab_size: int) -> int | None:
     if eos_token_id is None or eos_token_id < 0:
         return None
     if eos_token_id >= vocab_size:
-        raise ConfigError(f"decoding: eos_token_id {eos_token_id} is outside the model's vocabulary "
-                          f"(size {vocab_size}); pass the tokenizer's eos_token_id")
+        raise ConfigError(
+            f"decoding: eos_token_id {eos_token_id} is outside the model's vocabulary "
+            f"(size {vocab_size}); pass the tokenizer's eos_token_id"
+        )
     return eos_token_id
 
 
-def _next_token_scores(logits: Tensor, t: int, eos: int | None, min_new_tokens: int, temperature: float,
-                       repetition_penalty: float, history: Tensor | None) -> Tensor:
+def _next_token_scores(
+    logits: Tensor,
+    t: int,
+    eos: int | None,
+    min_new_tokens: int,
+    temperature: float,
+    repetition_penalty: float,
+    history: Tensor | None,
+) -> Tensor:
     """(N, V) logits for token t -> fp32 scores: repetition penalty, EOS masked before min_new_tokens, temperature.
 
     Every operation is out of place: the model's logits tensor is never modified.
@@ -196,9 +223,17 @@ def _filter_top_k_top_p(scores: Tensor, top_k: int, top_p: float) -> Tensor:
     return scores
 
 
-def _row_search(model: CaptionModel, features: Tensor, eos_token_id: int | None, max_new_tokens: int,
-                min_new_tokens: int, temperature: float, repetition_penalty: float, use_cache: bool,
-                pick: Callable[[Tensor], Tensor]) -> list[list[int]]:
+def _row_search(
+    model: CaptionModel,
+    features: Tensor,
+    eos_token_id: int | None,
+    max_new_tokens: int,
+    min_new_tokens: int,
+    temperature: float,
+    repetition_penalty: float,
+    use_cache: bool,
+    pick: Callable[[Tensor], Tensor],
+) -> list[list[int]]:
     """One caption per row, `pick` choosing each next token from (N, V) scores; a row that emits EOS is dropped
     from the batch so later steps only compute the rows still running."""
     batch = features.size(0)
@@ -229,18 +264,46 @@ def _row_search(model: CaptionModel, features: Tensor, eos_token_id: int | None,
     return [row[:n].tolist() for row, n in zip(out, lengths.tolist())]
 
 
-def greedy_search(model: CaptionModel, features: Tensor, eos_token_id: int | None, *, max_new_tokens: int = 30,
-                  min_new_tokens: int = 0, temperature: float = 1.0, repetition_penalty: float = 1.0,
-                  use_cache: bool = True) -> list[list[int]]:
+def greedy_search(
+    model: CaptionModel,
+    features: Tensor,
+    eos_token_id: int | None,
+    *,
+    max_new_tokens: int = 30,
+    min_new_tokens: int = 0,
+    temperature: float = 1.0,
+    repetition_penalty: float = 1.0,
+    use_cache: bool = True,
+) -> list[list[int]]:
     """The most likely next token at every step, all images decoded as one batch; ids without EOS."""
     with _decoding(model):
-        return _row_search(model, features, eos_token_id, max_new_tokens, min_new_tokens, temperature,
-                           repetition_penalty, use_cache, pick=lambda scores: scores.argmax(dim=-1))
+        return _row_search(
+            model,
+            features,
+            eos_token_id,
+            max_new_tokens,
+            min_new_tokens,
+            temperature,
+            repetition_penalty,
+            use_cache,
+            pick=lambda scores: scores.argmax(dim=-1),
+        )
 
 
-def sample(model: CaptionModel, features: Tensor, eos_token_id: int | None, *, max_new_tokens: int = 30,
-           min_new_tokens: int = 0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           repetition_penalty: float = 1.0, seed: int | None = None, use_cache: bool = True) -> list[list[int]]:
+def sample(
+    model: CaptionModel,
+    features: Tensor,
+    eos_token_id: int | None,
+    *,
+    max_new_tokens: int = 30,
+    min_new_tokens: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    repetition_penalty: float = 1.0,
+    seed: int | None = None,
+    use_cache: bool = True,
+) -> list[list[int]]:
     """Each next token drawn from softmax(logits / temperature) restricted to the top_k / top_p set.
 
     With a seed the draws come from a private torch.Generator, so the same call gives the same captions.
@@ -255,34 +318,79 @@ def sample(model: CaptionModel, features: Tensor, eos_token_id: int | None, *, m
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     with _decoding(model):
-        return _row_search(model, features, eos_token_id, max_new_tokens, min_new_tokens, temperature,
-                           repetition_penalty, use_cache, pick)
+        return _row_search(
+            model,
+            features,
+            eos_token_id,
+            max_new_tokens,
+            min_new_tokens,
+            temperature,
+            repetition_penalty,
+            use_cache,
+            pick,
+        )
 
 
-def beam_search(model: CaptionModel, features: Tensor, eos_token_id: int | None, *, num_beams: int = 5,
-                max_new_tokens: int = 30, min_new_tokens: int = 0, length_penalty: float = 1.0,
-                early_stopping: bool | str = False, beam_scoring: str = "default", temperature: float = 1.0,
-                repetition_penalty: float = 1.0, use_cache: bool = True) -> BeamSearchOutput:
+def beam_search(
+    model: CaptionModel,
+    features: Tensor,
+    eos_token_id: int | None,
+    *,
+    num_beams: int = 5,
+    max_new_tokens: int = 30,
+    min_new_tokens: int = 0,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    beam_scoring: str = "default",
+    temperature: float = 1.0,
+    repetition_penalty: float = 1.0,
+    use_cache: bool = True,
+) -> BeamSearchOutput:
     """Beam search over all images at once: every step is one model call on (images x num_beams) rows.
 
     Scoring as in DecodingConfig. An image whose search is over leaves the batch.
     """
     if beam_scoring not in BEAM_SCORINGS or num_beams < 1:
-        raise ConfigError(f"decoding: beam_scoring must be one of {list(BEAM_SCORINGS)} and num_beams >= 1, got "
-                          f"{beam_scoring!r} and {num_beams}")
+        raise ConfigError(
+            f"decoding: beam_scoring must be one of {list(BEAM_SCORINGS)} and num_beams >= 1, got "
+            f"{beam_scoring!r} and {num_beams}"
+        )
     with _decoding(model):
-        search = _BeamSearch(model, features, eos_token_id, num_beams, max_new_tokens, min_new_tokens,
-                             length_penalty, early_stopping, beam_scoring == "clipcap", temperature,
-                             repetition_penalty, use_cache)
+        search = _BeamSearch(
+            model,
+            features,
+            eos_token_id,
+            num_beams,
+            max_new_tokens,
+            min_new_tokens,
+            length_penalty,
+            early_stopping,
+            beam_scoring == "clipcap",
+            temperature,
+            repetition_penalty,
+            use_cache,
+        )
         return search.run()
 
 
 class _BeamSearch:
     """State of one batched beam search; tensors are (n, K, ...) over the n images still searching."""
 
-    def __init__(self, model: CaptionModel, features: Tensor, eos_token_id: int | None, num_beams: int,
-                 max_new_tokens: int, min_new_tokens: int, length_penalty: float, early_stopping: bool | str,
-                 clipcap: bool, temperature: float, repetition_penalty: float, use_cache: bool) -> None:
+    def __init__(
+        self,
+        model: CaptionModel,
+        features: Tensor,
+        eos_token_id: int | None,
+        num_beams: int,
+        max_new_tokens: int,
+        min_new_tokens: int,
+        length_penalty: float,
+        early_stopping: bool | str,
+        clipcap: bool,
+        temperature: float,
+        repetition_penalty: float,
+        use_cache: bool,
+    ) -> None:
         self.model, self.features, self.eos_token_id = model, features, eos_token_id
         self.K, self.max_new, self.min_new = num_beams, max_new_tokens, min_new_tokens
         self.length_penalty, self.early_stopping, self.clipcap = length_penalty, early_stopping, clipcap
@@ -323,12 +431,15 @@ class _BeamSearch:
         width = min(K if self.clipcap else 2 * K, vocab)
         for t in range(max_new):
             history = seqs[:, :, :t].reshape(n * K, t) if self.repetition_penalty != 1.0 else None
-            logp, cand = _top_log_probs(_next_token_scores(logits, t, eos, self.min_new, self.temperature,
-                                                           self.repetition_penalty, history), width)
+            logp, cand = _top_log_probs(
+                _next_token_scores(logits, t, eos, self.min_new, self.temperature, self.repetition_penalty, history),
+                width,
+            )
             logp, cand = logp.view(n, K, width), cand.view(n, K, width)
             if self.clipcap:
                 seqs, src, tokens, scores, lengths, stopped, done = self._clipcap_step(
-                    logp, cand, seqs, scores, lengths, stopped, t, eos)
+                    logp, cand, seqs, scores, lengths, stopped, t, eos
+                )
                 self._store_clipcap(images, seqs, scores, lengths, stopped, final=t + 1 == max_new)
             else:
                 seqs, src, tokens, scores, done = self._default_step(logp, cand, seqs, scores, t, eos, images)
@@ -342,8 +453,9 @@ class _BeamSearch:
             stepper.select(rows)
             logits = stepper.step(tokens.reshape(-1))
 
-    def _default_step(self, logp: Tensor, cand: Tensor, seqs: Tensor, scores: Tensor, t: int, eos: int | None,
-                      images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _default_step(
+        self, logp: Tensor, cand: Tensor, seqs: Tensor, scores: Tensor, t: int, eos: int | None, images: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Hugging Face style step: of the 2K best continuations, those ending (EOS, or the length limit) among the
         top K join the finished captions; the best K others continue. logp, cand: (n, K, width) candidates."""
         n, K, width = logp.shape
@@ -355,7 +467,7 @@ class _BeamSearch:
         is_eos = tokens == eos if eos is not None else torch.zeros_like(tokens, dtype=torch.bool)
         ending = is_eos | (length == self.max_new)
         rank_ok = torch.arange(top.size(1), device=top.device) < K  # HF: only the top K may finish
-        finished = torch.where(ending & rank_ok, top / length ** self.length_penalty, NEG_INF)
+        finished = torch.where(ending & rank_ok, top / length**self.length_penalty, NEG_INF)
         self._merge_final(images, finished, cand_seqs, torch.where(is_eos, t, length))
         running, pick = top.masked_fill(ending, NEG_INF).topk(K, dim=-1)
         seqs = cand_seqs.gather(1, pick[:, :, None].expand(-1, -1, cand_seqs.size(2)))
@@ -364,7 +476,7 @@ class _BeamSearch:
             done = worst > NEG_INF
         else:
             best_len = self.max_new if (self.early_stopping == "never" and self.length_penalty > 0) else length
-            done = running[:, 0] / best_len ** self.length_penalty <= worst
+            done = running[:, 0] / best_len**self.length_penalty <= worst
         return seqs, src.gather(1, pick), tokens.gather(1, pick), running, done
 
     def _merge_final(self, images: Tensor, scores: Tensor, seqs: Tensor, lens: Tensor) -> None:
@@ -377,9 +489,17 @@ class _BeamSearch:
         self.final_lens[images] = torch.cat([self.final_lens[images], lens], dim=1).gather(1, pick)
         self.final_scores[images] = best
 
-    def _clipcap_step(self, logp: Tensor, cand: Tensor, seqs: Tensor, scores: Tensor, lengths: Tensor,
-                      stopped: Tensor, t: int, eos: int | None
-                      ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def _clipcap_step(
+        self,
+        logp: Tensor,
+        cand: Tensor,
+        seqs: Tensor,
+        scores: Tensor,
+        lengths: Tensor,
+        stopped: Tensor,
+        t: int,
+        eos: int | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The original ClipCap step: K best continuations by average log-prob over all beams' candidates; a
         stopped beam offers only itself (score and length unchanged). logp, cand: (n, K, width) candidates."""
         n, K, width = logp.shape
@@ -399,8 +519,9 @@ class _BeamSearch:
             stopped = stopped | (tokens == eos)
         return _extend(seqs, src, tokens, t), src, tokens, scores, lengths, stopped, stopped.all(dim=1)
 
-    def _store_clipcap(self, images: Tensor, seqs: Tensor, scores: Tensor, lengths: Tensor, stopped: Tensor,
-                       final: bool) -> None:
+    def _store_clipcap(
+        self, images: Tensor, seqs: Tensor, scores: Tensor, lengths: Tensor, stopped: Tensor, final: bool
+    ) -> None:
         """Record the beams of images whose search ends now (all stopped, or the last step), sorted by average."""
         ending = stopped.all(dim=1) | final
         if not bool(ending.any()):

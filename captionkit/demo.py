@@ -6,6 +6,7 @@ The encoders are pretrained, as real captioners' are: VGG16 on ImageNet labels a
 Offline, their analogues are a VGG16-bn-layout network and a CLIP image tower trained as multi-label classifiers on
 a labelled stream of generated scenes (`data/scene_stream.py`, never the caption dataset's images), shipped in
 `captionkit/pretrained/` and made by `captionkit demo --pretrain-encoders` (`pretrain_demo_encoders`)."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,10 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from captionkit.clip_pretrain import ClipPretrainConfig
 from captionkit.config import to_dict, write_resolved_config
@@ -24,9 +26,9 @@ from captionkit.registry import UnknownNameError
 log = logging.getLogger(__name__)
 
 # Demo presets in training order, each with the --set overrides that point it at what earlier steps made:
-# {vgg_fc2}, {vgg_conv5_3} = the pretrained VGG's features (shipped weights: `vgg16-bn-small:fc2@demo`); {clip} = the CLIP whose text tower the demo aligns to the
-# shipped image tower (LiT); {gpt2} = the GPT-2 the MLP run fine-tunes, frozen in the transformer run the way
-# ClipCap freezes pretrained GPT-2.
+# {vgg_fc2}, {vgg_conv5_3} = the pretrained VGG's features (shipped weights: `vgg16-bn-small:fc2@demo`);
+# {clip} = the CLIP whose text tower the demo aligns to the shipped image tower (LiT);
+# {gpt2} = the GPT-2 the MLP run fine-tunes, frozen in the transformer run the way ClipCap freezes pretrained GPT-2.
 DEMO_MODELS: dict[str, list[str]] = {
     "demo-show-tell-merge": ["encoder={vgg_fc2}"],
     "demo-show-attend-tell": ["encoder={vgg_conv5_3}"],
@@ -35,8 +37,12 @@ DEMO_MODELS: dict[str, list[str]] = {
 }
 NEEDS = {"{gpt2}": "demo-clipcap-mlp"}
 # Self-critical fine-tuning (CIDEr-D reward) of a trained demo model: its preset, and the row it adds
-SCST_PRESETS = {"demo-show-tell-merge": "show-tell-merge-scst", "demo-show-attend-tell": "show-attend-tell-scst",
-                "demo-clipcap-mlp": "clipcap-mlp-scst", "demo-clipcap-transformer": "clipcap-transformer-scst"}
+SCST_PRESETS = {
+    "demo-show-tell-merge": "show-tell-merge-scst",
+    "demo-show-attend-tell": "show-attend-tell-scst",
+    "demo-clipcap-mlp": "clipcap-mlp-scst",
+    "demo-clipcap-transformer": "clipcap-transformer-scst",
+}
 SCST_SUFFIX = "+scst"
 SHIPPED_CLIP_IMAGE_TOWER = "captionkit:demo-clip-vision"
 
@@ -51,11 +57,21 @@ class DemoConfig:
     vgg_kind: str = "vgg16-bn-small"
     vgg_weights: str = "demo"  # shipped; a path to other weights; "" = random (tests)
     # LiT: a text tower learns from the demo captions to meet the shipped, locked CLIP image tower
-    clip: ClipPretrainConfig = field(default_factory=lambda: ClipPretrainConfig(
-        image_tower=SHIPPED_CLIP_IMAGE_TOWER, epochs=15, lr=1e-3, warmup_steps=50))
+    clip: ClipPretrainConfig = field(
+        default_factory=lambda: ClipPretrainConfig(
+            image_tower=SHIPPED_CLIP_IMAGE_TOWER, epochs=15, lr=1e-3, warmup_steps=50
+        )
+    )
     scst: list[str] = field(default_factory=lambda: ["demo-clipcap-mlp", "demo-show-attend-tell"])  # fine-tuned
-    scst_settings: list[str] = field(default_factory=lambda: [
-        "train.epochs=3", "train.lr=5e-5", "train.batch_size=32", "train.num_workers=0", "eval.max_images=150"])
+    scst_settings: list[str] = field(
+        default_factory=lambda: [
+            "train.epochs=3",
+            "train.lr=5e-5",
+            "train.batch_size=32",
+            "train.num_workers=0",
+            "eval.max_images=150",
+        ]
+    )
     split: str = "test"
     decoding: dict[str, Any] = field(default_factory=dict)  # captionkit.decoding.DecodingConfig fields
     overrides: dict[str, list[str]] = field(default_factory=dict)  # preset name -> ["train.epochs=1", ...]
@@ -102,32 +118,44 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     data_key = [cfg.images, cfg.size, cfg.seed]
     steps.run("data", lambda: _make_data(data, cfg), key=data_key)
     made = {"{clip}": (out / "clip").resolve(), "{gpt2}": (out / "gpt2").resolve()}
-    encoders = {f"{{vgg_{f}}}": cfg.vgg_kind + f":{f}" + (f"@{cfg.vgg_weights}" if cfg.vgg_weights else "")
-                for f in ("fc2", "conv5_3")}
+    encoders = {
+        f"{{vgg_{f}}}": cfg.vgg_kind + f":{f}" + (f"@{cfg.vgg_weights}" if cfg.vgg_weights else "")
+        for f in ("fc2", "conv5_3")
+    }
     made_by: dict[str, Any] = {p: [spec, _weights_stamp(spec)] for p, spec in encoders.items()}
-    log.info("[demo] pretrained encoders: %s and the CLIP image tower %s%s", ", ".join(encoders.values()),
-             cfg.clip.image_tower, " (shipped in captionkit/pretrained, made by `captionkit demo --pretrain-encoders`)"
-             if cfg.vgg_weights == "demo" else "")
+    log.info(
+        "[demo] pretrained encoders: %s and the CLIP image tower %s%s",
+        ", ".join(encoders.values()),
+        cfg.clip.image_tower,
+        " (shipped in captionkit/pretrained, made by `captionkit demo --pretrain-encoders`)"
+        if cfg.vgg_weights == "demo"
+        else "",
+    )
     models = _ordered(cfg.models)
     if any("{clip}" in o for m in models for o in DEMO_MODELS[m]):
         from captionkit.clip_pretrain import pretrain_clip
 
-        made_by["{clip}"] = [data_key, to_dict(cfg.clip),
-                             _weights_stamp(f"clip:{cfg.clip.image_tower}") if cfg.clip.image_tower else ""]
-        steps.run("clip-pretrain", lambda: pretrain_clip(data, made["{clip}"], cfg.clip), key=made_by["{clip}"],
-                  outputs=(made["{clip}"],))
+        made_by["{clip}"] = [
+            data_key,
+            to_dict(cfg.clip),
+            _weights_stamp(f"clip:{cfg.clip.image_tower}") if cfg.clip.image_tower else "",
+        ]
+        steps.run(
+            "clip-pretrain",
+            lambda: pretrain_clip(data, made["{clip}"], cfg.clip),
+            key=made_by["{clip}"],
+            outputs=(made["{clip}"],),
+        )
     for name in models:
         run_dir = out / name
         overrides = [_fill(o, made, encoders) for o in DEMO_MODELS[name]] + list(cfg.overrides.get(name, []))
         uses = [made_by[p] for p in made_by if any(p in o for o in DEMO_MODELS[name])]
         train_key = [data_key, overrides, uses]
-        steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=train_key,
-                  outputs=(run_dir,))
+        steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=train_key, outputs=(run_dir,))
         if name == NEEDS["{gpt2}"]:
             made_by["{gpt2}"] = train_key
             steps.run("export-gpt2", lambda: _export_gpt2(run_dir, made["{gpt2}"]), key=train_key)
-        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg),
-                  key=[train_key, cfg.split, cfg.decoding])
+        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg), key=[train_key, cfg.split, cfg.decoding])
         made_by[name] = train_key
     for parent in cfg.scst:
         name, run_dir = parent + SCST_SUFFIX, out / (parent + SCST_SUFFIX)
@@ -135,11 +163,13 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
             raise UnknownNameError(f"scst: {parent!r} is not among the demo models trained ({', '.join(models)})")
         overrides = list(cfg.scst_settings) + list(cfg.overrides.get(name, []))
         train_key = [made_by[parent], overrides]
-        steps.run(f"train-{name}", lambda: _train(SCST_PRESETS[parent], data, run_dir, overrides,
-                                                  init_from=out / parent / "model"),
-                  key=train_key, outputs=(run_dir,))
-        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg),
-                  key=[train_key, cfg.split, cfg.decoding])
+        steps.run(
+            f"train-{name}",
+            lambda: _train(SCST_PRESETS[parent], data, run_dir, overrides, init_from=out / parent / "model"),
+            key=train_key,
+            outputs=(run_dir,),
+        )
+        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg), key=[train_key, cfg.split, cfg.decoding])
     results = _collect(out, data, cfg)
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     _report(out, cfg)
@@ -178,8 +208,13 @@ def _make_data(data: Path, cfg: DemoConfig) -> None:
 def _train(preset: str, data: Path, run_dir: Path, overrides: list[str], init_from: Path | None = None) -> None:
     from captionkit.training import load_run_config, train
 
-    config = load_run_config(preset=preset, overrides=overrides, dataset=str(data), out=str(run_dir),
-                             init_from=str(init_from) if init_from else None)
+    config = load_run_config(
+        preset=preset,
+        overrides=overrides,
+        dataset=str(data),
+        out=str(run_dir),
+        init_from=str(init_from) if init_from else None,
+    )
     train(config, resume=True)  # resumes an interrupted demo run; starts fresh when there is no checkpoint
 
 
@@ -210,8 +245,11 @@ def blind_baseline(data: Path, split: str) -> dict[str, float]:
     caption = counts.most_common(1)[0][0]
     records = dataset.split(split)
     scenes = load_scenes(data)
-    result = score({r.image_id: list(r.captions) for r in records}, {r.image_id: caption for r in records},
-                   scenes={r.image_id: scenes[r.image_id] for r in records})
+    result = score(
+        {r.image_id: list(r.captions) for r in records},
+        {r.image_id: caption for r in records},
+        scenes={r.image_id: scenes[r.image_id] for r in records},
+    )
     return {**result.corpus, "caption": caption}
 
 
@@ -227,8 +265,10 @@ def _collect(out: Path, data: Path, cfg: DemoConfig) -> dict[str, Any]:
     for name in run_names(cfg):
         folder = out / name / "eval" / cfg.split
         predictions = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
-        models[name] = {**json.loads((folder / "metrics.json").read_text(encoding="utf-8")),
-                        **caption_statistics(p["caption"] for p in predictions)}
+        models[name] = {
+            **json.loads((folder / "metrics.json").read_text(encoding="utf-8")),
+            **caption_statistics(p["caption"] for p in predictions),
+        }
     return {"split": cfg.split, "models": models, "baselines": {"blind": blind_baseline(data, cfg.split)}}
 
 
@@ -238,8 +278,10 @@ def _report(out: Path, cfg: DemoConfig) -> None:
     build_report([out / name for name in run_names(cfg)], out / "report.html")
 
 
-def format_table(results: dict[str, Any], columns: tuple[str, ...] = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr",
-                                                                      "object_f1", "mean_length", "distinct_2")) -> str:
+def format_table(
+    results: dict[str, Any],
+    columns: tuple[str, ...] = ("Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "object_f1", "mean_length", "distinct_2"),
+) -> str:
     """Markdown table of the demo's models and baselines."""
     rows = [("model", *columns), ("---", *("---:" for _ in columns))]
     entries = {**results["models"], **{f"baseline: {k}": v for k, v in results["baselines"].items()}}

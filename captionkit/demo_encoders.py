@@ -5,6 +5,7 @@ offline analogue of ImageNet: a VGG16-bn-layout network (`vgg16-bn-small`) and t
 (`captionkit:demo-clip`, a ViT). The caption dataset's pictures are never among them. The weights are then written
 into the package in fp16 (small enough to ship), where `make demo` finds them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,15 +22,29 @@ log = logging.getLogger(__name__)
 @dataclass
 class DemoEncodersConfig:
     # bf16 autocast: 2x faster convolutions on a CPU with AVX-512 BF16 (measured here), same accuracy
-    vgg: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(
-        encoder="vgg16-bn-small", data="synth:0", steps=2500, batch_size=32, lr=1e-3, mixed_precision="bf16",
-        first_groups=["shape"], first_steps=1000, first_other_weight=0.3))
-    clip: EncoderPretrainConfig = field(default_factory=lambda: EncoderPretrainConfig(
-        encoder="clip:captionkit:demo-clip", data="synth:0", steps=5000, batch_size=64, lr=1e-3, label_loss="mean"))
+    vgg: EncoderPretrainConfig = field(
+        default_factory=lambda: EncoderPretrainConfig(
+            encoder="vgg16-bn-small",
+            data="synth:0",
+            steps=2500,
+            batch_size=32,
+            lr=1e-3,
+            mixed_precision="bf16",
+            first_groups=["shape"],
+            first_steps=1000,
+            first_other_weight=0.3,
+        )
+    )
+    clip: EncoderPretrainConfig = field(
+        default_factory=lambda: EncoderPretrainConfig(
+            encoder="clip:captionkit:demo-clip", data="synth:0", steps=5000, batch_size=64, lr=1e-3, label_loss="mean"
+        )
+    )
 
 
-def pretrain_demo_encoders(work: str | Path, config: DemoEncodersConfig | None = None,
-                           install: Path = DIRECTORY) -> dict[str, Path]:
+def pretrain_demo_encoders(
+    work: str | Path, config: DemoEncodersConfig | None = None, install: Path = DIRECTORY
+) -> dict[str, Path]:
     """Pretrain both demo encoders under `work` (resumable), then write them into `install` (the package's
     pretrained/ folder). Returns {name: installed path}."""
     cfg = config or DemoEncodersConfig()

@@ -10,15 +10,17 @@ image projection under a linear label head and is written as a CLIP directory (`
 The loop is the engine's recipe (accelerate, its schedule, `training/checkpoint.py` checkpoints, the run logger):
 multi-label sigmoid cross-entropy, or softmax cross-entropy when every image has exactly one label.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,8 +96,15 @@ class _Positions(torch.utils.data.Dataset):
     e = p // N (a seeded permutation per epoch); of the endless stream, image p itself. So the data order is a
     function of the position alone and a resumed run continues exactly where the checkpoint left off."""
 
-    def __init__(self, source: LabelledImages, vocab: LabelVocabulary, preprocess: Callable[[Any], Tensor],
-                 start: int, stop: int, seed: int) -> None:
+    def __init__(
+        self,
+        source: LabelledImages,
+        vocab: LabelVocabulary,
+        preprocess: Callable[[Any], Tensor],
+        start: int,
+        stop: int,
+        seed: int,
+    ) -> None:
         self.source, self.vocab, self.preprocess = source, vocab, preprocess
         self.start, self.stop, self.seed = start, stop, seed
         self.endless = source.endless  # a finite source is shuffled per epoch even when one epoch covers the run
@@ -109,7 +118,7 @@ class _Positions(torch.utils.data.Dataset):
         epoch, offset = divmod(position, len(self.source))
         return int(self._order(epoch)[offset])
 
-    @functools.lru_cache(maxsize=2)  # the current epoch's order (and the next one's at a boundary), not one per image
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (one source per process) the current epoch's order (and the next one's at a boundary), not one per image
     def _order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
 
@@ -150,17 +159,23 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
         ckpt.set_aside(path)
     start = checkpoints[0][1]["global_step"] if checkpoints else 0
     write_resolved_config(cfg, out, CONFIG_NAME)
-    data = _Positions(source, vocab, classifier.preprocess, start * cfg.batch_size, cfg.steps * cfg.batch_size,
-                      cfg.seed)
+    data = _Positions(
+        source, vocab, classifier.preprocess, start * cfg.batch_size, cfg.steps * cfg.batch_size, cfg.seed
+    )
     # its own generator: starting the loader's iterator must not draw from the global stream that dropout uses,
     # or a resumed run (whose iterator starts after the RNG restore) would drop other units than an uninterrupted one
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                                         prefetch_factor=4 if cfg.num_workers else None,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        prefetch_factor=4 if cfg.num_workers else None,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     decay = [p for p in classifier.net.parameters() if p.dim() >= 2]
     no_decay = [p for p in classifier.net.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
     schedule_cfg = _ScheduleSettings(warmup_ratio=cfg.warmup_ratio)
     model, optimizer = accelerator.prepare(classifier.net, optimizer)
     scheduler = make_scheduler(optimizer, schedule_cfg, cfg.steps)
@@ -182,8 +197,9 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
             elif step < cfg.first_steps:  # the curriculum's first part: its label groups (the others weigh less)
                 loss = grouped_bce(logits[:, first_mask], targets[:, first_mask], _dense(groups[first_mask]))
                 if cfg.first_other_weight:
-                    loss = loss + cfg.first_other_weight * grouped_bce(logits[:, ~first_mask], targets[:, ~first_mask],
-                                                                       _dense(groups[~first_mask]))
+                    loss = loss + cfg.first_other_weight * grouped_bce(
+                        logits[:, ~first_mask], targets[:, ~first_mask], _dense(groups[~first_mask])
+                    )
             else:
                 loss = grouped_bce(logits, targets, groups)
             accelerator.backward(loss)
@@ -197,10 +213,19 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
                 scores = evaluate(net) if evaluate else {}
                 model.train()
                 logger.event("checkpoint", step=step, train_loss=loss.item(), **scores)
-                logger.message(" ".join([f"step {step}: loss={loss.item():.4f}"] +
-                                        [f"{k}={v:.4f}" for k, v in scores.items()]))
-                ckpt.save_checkpoint(accelerator, out, net, optimizer, scheduler, vocab,
-                                     {"global_step": step, "epoch": 0, "batches_in_epoch": step}, keep_last_n=1)
+                logger.message(
+                    " ".join([f"step {step}: loss={loss.item():.4f}"] + [f"{k}={v:.4f}" for k, v in scores.items()])
+                )
+                ckpt.save_checkpoint(
+                    accelerator,
+                    out,
+                    net,
+                    optimizer,
+                    scheduler,
+                    vocab,
+                    {"global_step": step, "epoch": 0, "batches_in_epoch": step},
+                    keep_last_n=1,
+                )
     finally:
         logger.close()
     if accelerator.is_main_process:
@@ -233,8 +258,9 @@ def _first_mask(source: LabelledImages, cfg: EncoderPretrainConfig) -> Tensor:
     groups = getattr(source, "label_groups", None) or []
     unknown = sorted(set(cfg.first_groups) - set(groups))
     if unknown or not cfg.first_groups:
-        raise ConfigError(f"first_groups={cfg.first_groups}: this source's label groups are "
-                          f"{sorted(set(groups)) or 'none'}")
+        raise ConfigError(
+            f"first_groups={cfg.first_groups}: this source's label groups are {sorted(set(groups)) or 'none'}"
+        )
     return torch.tensor([g in cfg.first_groups for g in groups])
 
 
@@ -272,11 +298,13 @@ def build_classifier(encoder: str, num_labels: int) -> _Classifier:
 
         def save_vgg(out: Path) -> None:
             from safetensors.torch import save_file
+
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / VGG_WEIGHTS))
 
         return _Classifier(net, vgg.ImageNetPreprocess(variant.resize, variant.crop), save_vgg)
     if kind == "clip":
         from captionkit.models import hf
+
         clip, processor, _ = hf.load_clip(source)
         head = _CLIPImageClassifier(clip, num_labels)
 
@@ -307,15 +335,16 @@ class _CLIPImageClassifier(nn.Module):
         return self.head(self.embed(self.clip, pixel_values))
 
 
-def _evaluator(cfg: EncoderPretrainConfig, vocab: LabelVocabulary,
-               preprocess: Callable[[Any], Tensor]) -> Callable[[nn.Module], dict[str, float]] | None:
+def _evaluator(
+    cfg: EncoderPretrainConfig, vocab: LabelVocabulary, preprocess: Callable[[Any], Tensor]
+) -> Callable[[nn.Module], dict[str, float]] | None:
     """For the scene stream: accuracy on `eval_images` held-out images of another stream seed (per label group)."""
     if not cfg.data.startswith(STREAM_PREFIX) or not cfg.eval_images:
         return None
     from captionkit.data.scene_grammar import COLOURS, SHAPES
     from captionkit.data.scene_stream import SceneStream
 
-    held_out = SceneStream(seed=int(cfg.data[len(STREAM_PREFIX):] or 0) + 1)
+    held_out = SceneStream(seed=int(cfg.data[len(STREAM_PREFIX) :] or 0) + 1)
     samples = [held_out[i] for i in range(cfg.eval_images)]
     pixels = torch.stack([preprocess(image) for image, _ in samples])
     targets = torch.stack([vocab.targets(labels) for _, labels in samples]).bool()
@@ -325,11 +354,11 @@ def _evaluator(cfg: EncoderPretrainConfig, vocab: LabelVocabulary,
     def evaluate(net: nn.Module) -> dict[str, float]:
         net.eval()
         device = next(net.parameters()).device
-        predicted = torch.cat([net(pixels[i:i + 64].to(device)).float().cpu() > 0
-                               for i in range(0, len(pixels), 64)])
+        predicted = torch.cat([net(pixels[i : i + 64].to(device)).float().cpu() > 0 for i in range(0, len(pixels), 64)])
         correct = predicted == targets
-        scores = {f"eval_{name}_accuracy": round(correct[:, idx].float().mean().item(), 4)
-                  for name, idx in groups.items()}
+        scores = {
+            f"eval_{name}_accuracy": round(correct[:, idx].float().mean().item(), 4) for name, idx in groups.items()
+        }
         scores["eval_exact_match"] = round(correct.all(dim=1).float().mean().item(), 4)
         return scores
 
@@ -345,7 +374,9 @@ def _check_settings(out: Path, cfg: EncoderPretrainConfig) -> None:
     now = json.loads(json.dumps(to_dict(cfg)))
     changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
     if changed:
-        raise ConfigError(f"{out} was started with {changed[0]}={before.get(changed[0])!r}, now "
-                          f"{now.get(changed[0])!r}; pass another --out, or delete {out} to start again")
+        raise ConfigError(
+            f"{out} was started with {changed[0]}={before.get(changed[0])!r}, now "
+            f"{now.get(changed[0])!r}; pass another --out, or delete {out} to start again"
+        )
     if (out / DONE_MARKER).is_file() and not ((out / VGG_WEIGHTS).is_file() or (out / CLIP_DIR).is_dir()):
         raise CheckpointError(f"{out}: marked finished but its weights are missing; delete {out} to train again")

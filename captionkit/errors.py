@@ -1,4 +1,5 @@
 """The error types a user can act on; the CLI prints them as one line instead of a traceback."""
+
 from __future__ import annotations
 
 
@@ -29,5 +30,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from captionkit.models.model_dir import ModelDirError
     from captionkit.registry import UnknownNameError
 
-    return (ConfigError, DatasetError, ModelDirError, UnknownNameError, ImageLoadError, FeatureCacheError,
-            CheckpointError, FileNotFoundError)
+    return (
+        ConfigError,
+        DatasetError,
+        ModelDirError,
+        UnknownNameError,
+        ImageLoadError,
+        FeatureCacheError,
+        CheckpointError,
+        FileNotFoundError,
+    )

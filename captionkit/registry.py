@@ -1,9 +1,11 @@
 """Models, tokenizers and image encoders are built by name from registries; presets are small JSON files."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -29,10 +31,12 @@ def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
 
 def register_model(name: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: `@register_model("clipcap")` on a CaptionModel subclass with a `config_class`."""
+
     def wrap(cls: type[T]) -> type[T]:
         cls.model_type = name  # type: ignore[attr-defined]
         _MODELS[name] = cls
         return cls
+
     return wrap
 
 
@@ -41,14 +45,17 @@ def register_tokenizer(name: str) -> Callable[[type[T]], type[T]]:
         cls.tokenizer_type = name  # type: ignore[attr-defined]
         _TOKENIZERS[name] = cls
         return cls
+
     return wrap
 
 
 def register_encoder(kind: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Register a factory `factory(source: str, **options) -> ImageEncoder` for specs `KIND:SOURCE`."""
+
     def wrap(factory: Callable[..., T]) -> Callable[..., T]:
         _ENCODERS[kind] = factory
         return factory
+
     return wrap
 
 
@@ -94,7 +101,9 @@ def get_preset(name: str) -> dict[str, Any]:
 
 def _import_builtins() -> None:
     """Import the modules whose decorators fill the registries (kept lazy: importing captionkit stays cheap)."""
-    from captionkit.models import BUILTIN_MODULES  # noqa: WPS433 (deliberate lazy import)
     import importlib
+
+    from captionkit.models import BUILTIN_MODULES  # noqa: WPS433 (deliberate lazy import)
+
     for module in BUILTIN_MODULES:
         importlib.import_module(module)

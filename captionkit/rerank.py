@@ -1,10 +1,12 @@
 """CLIP reranking of decoded captions: N candidates per image (the n-best of a beam search of width N, or N samples),
 each scored (1 - w) * the model's mean token log-probability + w * CLIP-S (CLIPScore's 2.5 * max(cos, 0)), the best
 kept. The CLIP is the model's own encoder when it is one (ClipCap), else the one named by `clip`."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -35,12 +37,24 @@ class RerankConfig:
             raise ConfigError(f"rerank candidates must be >= 1, got {self.candidates}")
 
     @classmethod
-    def from_options(cls, rerank: str | None = None, rerank_weight: float | None = None,
-                     rerank_candidates: int | None = None, rerank_clip: str | None = None) -> "RerankConfig | None":
+    def from_options(
+        cls,
+        rerank: str | None = None,
+        rerank_weight: float | None = None,
+        rerank_candidates: int | None = None,
+        rerank_clip: str | None = None,
+    ) -> RerankConfig | None:
         """The config of the Captioner/CLI options (None when `rerank` is not given)."""
         if rerank is None:
-            given = [n for n, v in (("rerank_weight", rerank_weight), ("rerank_candidates", rerank_candidates),
-                                    ("rerank_clip", rerank_clip)) if v is not None]
+            given = [
+                n
+                for n, v in (
+                    ("rerank_weight", rerank_weight),
+                    ("rerank_candidates", rerank_candidates),
+                    ("rerank_clip", rerank_clip),
+                )
+                if v is not None
+            ]
             if given:
                 raise ConfigError(f"{', '.join(given)} given without rerank='clip'")
             return None
@@ -53,20 +67,30 @@ def combined_scores(log_probs: Tensor, clip_scores: Tensor, weight: float) -> Te
     return (1.0 - weight) * log_probs + weight * clip_scores
 
 
-def decode_candidates(model: CaptionModel, features: Tensor, eos_token_id: int, decoding: DecodingConfig,
-                      n: int) -> list[list[list[int]]]:
+def decode_candidates(
+    model: CaptionModel, features: Tensor, eos_token_id: int, decoding: DecodingConfig, n: int
+) -> list[list[list[int]]]:
     """Per image, up to `n` distinct candidate captions (ids without EOS): a beam search's n-best with width n, or
     n samples when `decoding.do_sample`."""
     if decoding.do_sample:
         ids = generate(model, features.repeat_interleave(n, dim=0), eos_token_id, decoding)
-        groups = [ids[i * n:(i + 1) * n] for i in range(features.size(0))]
+        groups = [ids[i * n : (i + 1) * n] for i in range(features.size(0))]
     else:
         config = decoding.replace(num_beams=n)
-        groups = beam_search(model, features, eos_token_id, num_beams=n, max_new_tokens=config.max_new_tokens,
-                             min_new_tokens=config.min_new_tokens, length_penalty=config.length_penalty,
-                             early_stopping=config.early_stopping, beam_scoring=config.beam_scoring,
-                             temperature=config.temperature, repetition_penalty=config.repetition_penalty,
-                             use_cache=config.use_cache).beams
+        groups = beam_search(
+            model,
+            features,
+            eos_token_id,
+            num_beams=n,
+            max_new_tokens=config.max_new_tokens,
+            min_new_tokens=config.min_new_tokens,
+            length_penalty=config.length_penalty,
+            early_stopping=config.early_stopping,
+            beam_scoring=config.beam_scoring,
+            temperature=config.temperature,
+            repetition_penalty=config.repetition_penalty,
+            use_cache=config.use_cache,
+        ).beams
     out = []
     for group in groups:
         seen: dict[tuple[int, ...], None] = {}
@@ -77,13 +101,17 @@ def decode_candidates(model: CaptionModel, features: Tensor, eos_token_id: int, 
 
 
 @torch.no_grad()
-def mean_log_probs(model: CaptionModel, features: Tensor, candidates: list[list[list[int]]],
-                   tokenizer: TextTokenizer, max_new_tokens: int) -> Tensor:
+def mean_log_probs(
+    model: CaptionModel,
+    features: Tensor,
+    candidates: list[list[list[int]]],
+    tokenizer: TextTokenizer,
+    max_new_tokens: int,
+) -> Tensor:
     """(total candidates,) mean log-probability per token (EOS included when the caption ended) under `model`."""
     rows = torch.tensor([i for i, group in enumerate(candidates) for _ in group], device=features.device)
     flat = [seq for group in candidates for seq in group]
-    ids, mask = caption_targets(flat, tokenizer.eos_token_id, tokenizer.pad_token_id, max_new_tokens,
-                                features.device)
+    ids, mask = caption_targets(flat, tokenizer.eos_token_id, tokenizer.pad_token_id, max_new_tokens, features.device)
     was_training = model.training
     model.eval()
     try:
@@ -102,7 +130,7 @@ class ClipReranker:
         self.features_are_clip = features_are_clip  # the model reads this CLIP's image embeddings: reuse them
 
     @classmethod
-    def for_encoder(cls, config: RerankConfig, encoder: Any, device: torch.device | str) -> "ClipReranker":
+    def for_encoder(cls, config: RerankConfig, encoder: Any, device: torch.device | str) -> ClipReranker:
         """The CLIP of `config.clip`, else `encoder` itself when it is a CLIP (a ClipCap model's); a model whose
         encoder has no text tower (VGG) without `config.clip` is a ConfigError."""
         from captionkit.evaluation.clipscore import CLIPScorer
@@ -112,19 +140,29 @@ class ClipReranker:
         if config.clip:
             kind, source = parse_spec(config.clip)
             if kind != "clip":
-                raise ConfigError(f"rerank clip {config.clip!r}: expected a CLIP spec 'clip:SOURCE' (hub id or "
-                                  "directory), e.g. 'clip:openai/clip-vit-base-patch32'")
+                raise ConfigError(
+                    f"rerank clip {config.clip!r}: expected a CLIP spec 'clip:SOURCE' (hub id or "
+                    "directory), e.g. 'clip:openai/clip-vit-base-patch32'"
+                )
             return cls(config, CLIPScorer(source, device=str(device)), features_are_clip=False)
         if isinstance(encoder, hf.CLIPImageEncoder):
             _, source = parse_spec(encoder.spec)
             return cls(config, CLIPScorer(source, device=str(device), loaded=encoder), features_are_clip=True)
         spec = getattr(encoder, "spec", type(encoder).__name__)
-        raise ConfigError(f"CLIP reranking needs a CLIP with a text tower and this model's encoder {spec!r} has "
-                          "none: give the CLIP to rerank with as rerank_clip 'clip:SOURCE' (a hub id or directory, "
-                          "e.g. 'clip:openai/clip-vit-base-patch32')")
+        raise ConfigError(
+            f"CLIP reranking needs a CLIP with a text tower and this model's encoder {spec!r} has "
+            "none: give the CLIP to rerank with as rerank_clip 'clip:SOURCE' (a hub id or directory, "
+            "e.g. 'clip:openai/clip-vit-base-patch32')"
+        )
 
-    def choose(self, model: CaptionModel, tokenizer: TextTokenizer, features: Tensor,
-               images: Sequence[Image.Image], decoding: DecodingConfig) -> list[list[int]]:
+    def choose(
+        self,
+        model: CaptionModel,
+        tokenizer: TextTokenizer,
+        features: Tensor,
+        images: Sequence[Image.Image],
+        decoding: DecodingConfig,
+    ) -> list[list[int]]:
         """The best candidate's ids for each image (features (B, *feature_shape), images the same B images)."""
         candidates = decode_candidates(model, features, tokenizer.eos_token_id, decoding, self.config.candidates)
         logp = mean_log_probs(model, features, candidates, tokenizer, decoding.max_new_tokens).float().cpu()
@@ -140,7 +178,6 @@ class ClipReranker:
         scores = combined_scores(logp, clip, self.config.weight)
         best, start = [], 0
         for group in candidates:
-            best.append(group[int(scores[start:start + len(group)].argmax())])
+            best.append(group[int(scores[start : start + len(group)].argmax())])
             start += len(group)
         return best
-

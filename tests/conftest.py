@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to ../shared, offline hub, a tiny ClipCap model directory, a tiny saved CLIP."""
+
 import os
 import shutil
 from pathlib import Path
@@ -16,8 +17,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 # Debian's Chromium for the browser tests (the report, the server's page); never a browser playwright downloads
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SHARED = REPO.parent / "shared"
 
 

@@ -1,27 +1,28 @@
 """The `captionkit` command: a thin layer over the Python API, grouped by noun with verb subcommands."""
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # One module per noun; each defines `register(subparsers)` and sets `func` on its parsers.
 COMMAND_MODULES = [
-    "captionkit.cli.data",       # data check | synth | convert
-    "captionkit.cli.features",   # features extract | info
-    "captionkit.cli.encoder",    # encoder pretrain
-    "captionkit.cli.clip",       # clip pretrain
-    "captionkit.cli.models",     # models list
-    "captionkit.cli.train",      # train
-    "captionkit.cli.importer",   # import clipcap
-    "captionkit.cli.caption",    # caption
-    "captionkit.cli.evaluate",   # evaluate
-    "captionkit.cli.score",      # score
-    "captionkit.cli.report",     # report
-    "captionkit.cli.serve",      # serve
-    "captionkit.cli.demo",       # demo
+    "captionkit.cli.data",  # data check | synth | convert
+    "captionkit.cli.features",  # features extract | info
+    "captionkit.cli.encoder",  # encoder pretrain
+    "captionkit.cli.clip",  # clip pretrain
+    "captionkit.cli.models",  # models list
+    "captionkit.cli.train",  # train
+    "captionkit.cli.importer",  # import clipcap
+    "captionkit.cli.caption",  # caption
+    "captionkit.cli.evaluate",  # evaluate
+    "captionkit.cli.score",  # score
+    "captionkit.cli.report",  # report
+    "captionkit.cli.serve",  # serve
+    "captionkit.cli.demo",  # demo
 ]
 
 
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     from captionkit.errors import user_errors  # errors a user can fix: one line, no traceback
+
     try:
         return int(args.func(args) or 0)
     except user_errors() as exc:

@@ -1,5 +1,6 @@
 """`captionkit caption MODEL_DIR PATH...`: caption image files, folders and globs; with --dataset, a whole dataset
 by input shard (under torchrun, shards split across processes), resumable, into OUT/captions.jsonl."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,40 +11,55 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from captionkit.cli.common import (add_dataset_arguments, add_decoding_arguments, decoding_overrides, parse_options,
-                                   rerank_options)
+from captionkit.cli.common import (
+    add_dataset_arguments,
+    add_decoding_arguments,
+    decoding_overrides,
+    parse_options,
+    rerank_options,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("caption", help="caption images (files, folders, globs) or a whole dataset",
-                       description="Caption images. Prints `path<TAB>caption` or writes JSONL/CSV with --out. With "
-                                   "--dataset SOURCE --out DIR: caption every image of the dataset shard by shard "
-                                   "into DIR/<shard>.jsonl (under torchrun / accelerate launch, each process takes "
-                                   "every N-th shard; a rerun skips finished shards), then join them in input order "
-                                   "into DIR/captions.jsonl; unreadable images are listed in DIR/unreadable.json.")
+    p = sub.add_parser(
+        "caption",
+        help="caption images (files, folders, globs) or a whole dataset",
+        description="Caption images. Prints `path<TAB>caption` or writes JSONL/CSV with --out. With "
+        "--dataset SOURCE --out DIR: caption every image of the dataset shard by shard "
+        "into DIR/<shard>.jsonl (under torchrun / accelerate launch, each process takes "
+        "every N-th shard; a rerun skips finished shards), then join them in input order "
+        "into DIR/captions.jsonl; unreadable images are listed in DIR/unreadable.json.",
+    )
     p.add_argument("model_dir", help="a captionkit model directory (e.g. RUN_DIR/model)")
     p.add_argument("paths", nargs="*", help="image files, folders (searched recursively) or glob patterns")
-    p.add_argument("--out", help="write results to FILE.jsonl or FILE.csv instead of printing; with --dataset, the "
-                                 "output folder")
+    p.add_argument(
+        "--out", help="write results to FILE.jsonl or FILE.csv instead of printing; with --dataset, the output folder"
+    )
     add_dataset_arguments(p, required=False)
     p.add_argument("--split", default="all", help="with --dataset: images of this split only (default: all)")
-    p.add_argument("--shard-size", type=int, default=1024,
-                   help="with --dataset: images per input shard of a folder dataset (shard files go by file)")
+    p.add_argument(
+        "--shard-size",
+        type=int,
+        default=1024,
+        help="with --dataset: images per input shard of a folder dataset (shard files go by file)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--keep-going", action="store_true", help="exit 0 even if some images could not be read")
-    p.add_argument("--attention", metavar="OUT.png",
-                   help="attention models: write the image with one heat-map panel per word (one image only)")
+    p.add_argument(
+        "--attention",
+        metavar="OUT.png",
+        help="attention models: write the image with one heat-map panel per word (one image only)",
+    )
     add_decoding_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import captionkit
-    from captionkit.config import to_dict
-    from captionkit.decoding import DecodingConfig
     from captionkit.batch_caption import caption_files, expand_image_paths
-    from captionkit.config import ConfigError
+    from captionkit.config import ConfigError, to_dict
+    from captionkit.decoding import DecodingConfig
     from captionkit.rerank import RerankConfig
 
     if args.dataset is not None:
@@ -76,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     if args.out:
         _write_rows(Path(args.out), rows, model=str(args.model_dir), settings=settings)
-    print(f"captioned {len(rows)} of {len(paths)} images, {failed} failed"
-          + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
+    print(
+        f"captioned {len(rows)} of {len(paths)} images, {failed} failed" + (f"; wrote {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
     return 1 if failed and not args.keep_going else 0
 
 
@@ -98,16 +116,28 @@ def _run_dataset(args: argparse.Namespace) -> int:
     procs = launch_processes(args.device)
     try:
         captioner = captionkit.load(args.model_dir, device=procs.device)
-        result = caption_shards(captioner, plan_shards(records, args.shard_size), args.out, model=str(args.model_dir),
-                                rank=procs.rank, world_size=procs.world_size, barrier=procs.barrier,
-                                batch_size=args.batch_size, progress=True, **decoding_overrides(args))
+        result = caption_shards(
+            captioner,
+            plan_shards(records, args.shard_size),
+            args.out,
+            model=str(args.model_dir),
+            rank=procs.rank,
+            world_size=procs.world_size,
+            barrier=procs.barrier,
+            batch_size=args.batch_size,
+            progress=True,
+            **decoding_overrides(args),
+        )
     finally:
         procs.close()
     if not procs.is_main:
         return 0
-    print(f"captioned {result.captioned} images, {len(result.unreadable)} unreadable"
-          + (f" (listed in {Path(args.out) / 'unreadable.json'})" if result.unreadable else "")
-          + f"; wrote {result.out}", file=sys.stderr)
+    print(
+        f"captioned {result.captioned} images, {len(result.unreadable)} unreadable"
+        + (f" (listed in {Path(args.out) / 'unreadable.json'})" if result.unreadable else "")
+        + f"; wrote {result.out}",
+        file=sys.stderr,
+    )
     return 1 if result.unreadable and not args.keep_going else 0
 
 

@@ -1,4 +1,5 @@
 """`captionkit clip pretrain`: contrastive CLIP training on a caption dataset (a frozen encoder for ClipCap)."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,18 +8,30 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("clip", help="CLIP utilities")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
-    pre = verbs.add_parser("pretrain", help="train (or adapt) a CLIP contrastively on a dataset's train split",
-                           description="Writes a CLIP directory usable as encoder `clip:OUT`. Without --init a new "
-                                       "small CLIP is trained from scratch (what the offline demo does). Run again, it "
-                                       "resumes an interrupted run from its last finished epoch.")
+    pre = verbs.add_parser(
+        "pretrain",
+        help="train (or adapt) a CLIP contrastively on a dataset's train split",
+        description="Writes a CLIP directory usable as encoder `clip:OUT`. Without --init a new "
+        "small CLIP is trained from scratch (what the offline demo does). Run again, it "
+        "resumes an interrupted run from its last finished epoch.",
+    )
     pre.add_argument("--dataset", required=True, help="any dataset captionkit reads")
     pre.add_argument("--out", required=True, help="CLIP directory to write")
     pre.add_argument("--init", help="hub id or directory of a pretrained CLIP to adapt instead of a new model")
-    pre.add_argument("--image-tower", help="LiT: a CLIP directory whose image side is loaded and locked (e.g. OUT/clip "
-                                          "of `encoder pretrain --encoder clip:...`); only the text tower trains")
+    pre.add_argument(
+        "--image-tower",
+        help="LiT: a CLIP directory whose image side is loaded and locked (e.g. OUT/clip "
+        "of `encoder pretrain --encoder clip:...`); only the text tower trains",
+    )
     pre.add_argument("--config", help="YAML/JSON file with ClipPretrainConfig fields")
-    pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a ClipPretrainConfig field, e.g. --set epochs=5")
+    pre.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a ClipPretrainConfig field, e.g. --set epochs=5",
+    )
     pre.set_defaults(func=run_pretrain)
     p.set_defaults(func=lambda a: p.print_help())
 
@@ -27,8 +40,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from captionkit.clip_pretrain import ClipPretrainConfig, pretrain_clip
     from captionkit.config import load_config
 
-    overrides = list(args.overrides) + ([f"init={args.init}"] if args.init else []) + (
-        [f"image_tower={args.image_tower}"] if args.image_tower else [])
+    overrides = (
+        list(args.overrides)
+        + ([f"init={args.init}"] if args.init else [])
+        + ([f"image_tower={args.image_tower}"] if args.image_tower else [])
+    )
     config = load_config(ClipPretrainConfig, args.config, overrides)
     out = pretrain_clip(args.dataset, args.out, config)
     print(f"wrote {out} (use it as --set encoder=clip:{out})")

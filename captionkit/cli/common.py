@@ -1,4 +1,5 @@
 """Options shared by several commands (decoding settings), so each is defined once."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,26 +12,48 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int, default=None, help="longest caption in tokens (default 30)")
     g.add_argument("--min-new-tokens", type=int, default=None, help="EOS is not allowed before this many tokens")
     g.add_argument("--length-penalty", type=float, default=None, help="beam score = logprob / length**penalty")
-    g.add_argument("--beam-scoring", choices=["default", "clipcap"], default=None,
-                   help="'clipcap' reproduces the original ClipCap beam search ranking")
+    g.add_argument(
+        "--beam-scoring",
+        choices=["default", "clipcap"],
+        default=None,
+        help="'clipcap' reproduces the original ClipCap beam search ranking",
+    )
     g.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy/beam")
     g.add_argument("--temperature", type=float, default=None)
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--seed", type=int, default=None, help="seed for sampling")
     r = parser.add_argument_group("reranking")
-    r.add_argument("--rerank", choices=["clip"], default=None,
-                   help="decode N candidates per image (beam n-best, or N samples with --do-sample) and keep the "
-                        "best by (1 - w) * mean token log-prob + w * CLIP-S (2.5 * max(cos, 0))")
+    r.add_argument(
+        "--rerank",
+        choices=["clip"],
+        default=None,
+        help="decode N candidates per image (beam n-best, or N samples with --do-sample) and keep the "
+        "best by (1 - w) * mean token log-prob + w * CLIP-S (2.5 * max(cos, 0))",
+    )
     r.add_argument("--rerank-weight", type=float, default=None, metavar="W", help="w in [0, 1] (default 0.5)")
     r.add_argument("--rerank-candidates", type=int, default=None, metavar="N", help="candidates per image (default 5)")
-    r.add_argument("--rerank-clip", default=None, metavar="SPEC",
-                   help="the CLIP to rerank with, 'clip:HUB_ID_OR_DIR' (default: the model's encoder, when it is a "
-                        "CLIP; needed for VGG-family models)")
+    r.add_argument(
+        "--rerank-clip",
+        default=None,
+        metavar="SPEC",
+        help="the CLIP to rerank with, 'clip:HUB_ID_OR_DIR' (default: the model's encoder, when it is a "
+        "CLIP; needed for VGG-family models)",
+    )
 
 
-DECODING_OPTIONS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "beam_scoring", "do_sample",
-                    "temperature", "top_k", "top_p", "seed")
+DECODING_OPTIONS = (
+    "num_beams",
+    "max_new_tokens",
+    "min_new_tokens",
+    "length_penalty",
+    "beam_scoring",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+)
 
 
 RERANK_OPTIONS = ("rerank", "rerank_weight", "rerank_candidates", "rerank_clip")
@@ -46,20 +69,30 @@ def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in DECODING_OPTIONS if getattr(args, k, None) is not None}
 
 
-DATASET_HELP = ("dataset: a folder or caption file (Flickr8k, COCO, Karpathy, CSV, ...), WebDataset shards (a folder, "
-                "a brace pattern such as data/cc/{00000..00099}.tar, or a list file), parquet files, a Hugging Face "
-                "save_to_disk folder, or hf:NAME")
+DATASET_HELP = (
+    "dataset: a folder or caption file (Flickr8k, COCO, Karpathy, CSV, ...), WebDataset shards (a folder, "
+    "a brace pattern such as data/cc/{00000..00099}.tar, or a list file), parquet files, a Hugging Face "
+    "save_to_disk folder, or hf:NAME"
+)
 
 
 def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True, flag: bool = True) -> None:
     """--dataset (or a positional PATH), --format and the repeatable --option KEY=VALUE of the dataset readers."""
     if flag:
         parser.add_argument("--dataset", required=required, help=DATASET_HELP)
-    parser.add_argument("--format", default="auto", help="flickr8k, flickr30k, kaggle, karpathy, coco, csv, tsv, "
-                                                         "jsonl, webdataset, parquet, hf (default: detect)")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="dataset reader option, e.g. caption_column=text, image_column=jpg, split=train, "
-                             "restval=null (repeatable; values parsed as YAML)")
+    parser.add_argument(
+        "--format",
+        default="auto",
+        help="flickr8k, flickr30k, kaggle, karpathy, coco, csv, tsv, jsonl, webdataset, parquet, hf (default: detect)",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset reader option, e.g. caption_column=text, image_column=jpg, split=train, "
+        "restval=null (repeatable; values parsed as YAML)",
+    )
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """`captionkit data check | convert | synth`: validate, convert and generate caption datasets."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_reader_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="dataset directory or caption file; shards as a folder, a brace pattern "
-                                     "(data/cc/{00000..00099}.tar) or a list file; hf:NAME for the hub")
+    parser.add_argument(
+        "path",
+        help="dataset directory or caption file; shards as a folder, a brace pattern "
+        "(data/cc/{00000..00099}.tar) or a list file; hf:NAME for the hub",
+    )
     parser.add_argument("--image-dir", type=Path, default=None, help="folder holding the images")
     add_dataset_arguments(parser, flag=False)
 
@@ -57,8 +61,14 @@ def reader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def run_check(args: argparse.Namespace) -> int:
     from captionkit.data.check import check_dataset
 
-    report = check_dataset(args.path, args.format, decode_images=not args.no_decode, max_pixels=args.max_pixels,
-                           progress=True, **reader_kwargs(args))
+    report = check_dataset(
+        args.path,
+        args.format,
+        decode_images=not args.no_decode,
+        max_pixels=args.max_pixels,
+        progress=True,
+        **reader_kwargs(args),
+    )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -72,15 +82,22 @@ def format_report(report: dict[str, Any]) -> str:
     found = report["images_found_per_split"]
     lines = [
         f"{report['path']}: {report['format']} dataset",
-        (f"  shards:   {report['shards']} read, {report['corrupt_shards']} corrupt or cut short"
-         if report.get("shards") is not None else f"  files:    {', '.join(report['files'])}"),
-        "  splits:   " + ", ".join(f"{s} {n} ({found[s]} with images)" for s, n in splits.items())
+        (
+            f"  shards:   {report['shards']} read, {report['corrupt_shards']} corrupt or cut short"
+            if report.get("shards") is not None
+            else f"  files:    {', '.join(report['files'])}"
+        ),
+        "  splits:   "
+        + ", ".join(f"{s} {n} ({found[s]} with images)" for s, n in splits.items())
         + f"; {report['images_in_no_split']} images in no split",
         f"            from {report['split_source']}",
         f"  images:   {report['images_total']} with captions, {report['images_found']} found, "
         f"{report['images_missing']} missing, "
-        + ("not decoded (--no-decode)" if report["images_unreadable"] is None
-           else f"{report['images_unreadable']} unreadable"),
+        + (
+            "not decoded (--no-decode)"
+            if report["images_unreadable"] is None
+            else f"{report['images_unreadable']} unreadable"
+        ),
         f"  captions: {report['captions']}; per image: "
         + ", ".join(f"{n} captions x {count}" for n, count in report["captions_per_image"].items()),
         "  words per caption: " + ", ".join(f"{k} {v}" for k, v in report["caption_words"].items()),

@@ -1,4 +1,5 @@
 """`captionkit demo`: the main job on the built-in synthetic data (offline, CPU), then the metric table."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,18 +7,30 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="make the demo data, train and evaluate both model families, write the report",
-                       description="Runs every step of a real captioning project on the built-in synthetic data. "
-                                   "Finished steps are reused when run again.")
+    p = sub.add_parser(
+        "demo",
+        help="make the demo data, train and evaluate both model families, write the report",
+        description="Runs every step of a real captioning project on the built-in synthetic data. "
+        "Finished steps are reused when run again.",
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--config", help="YAML/JSON file with DemoConfig fields")
     p.add_argument("--models", help="comma-separated subset of the demo presets")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a DemoConfig field, e.g. --set images=600 --set clip.epochs=5")
-    p.add_argument("--pretrain-encoders", action="store_true",
-                   help="instead of the demo: pretrain the demo's encoders as classifiers on the labelled scene "
-                        "stream (fixed seed, resumable under OUT/encoders) and install them into the package "
-                        "(captionkit/pretrained/), where the demo reads them")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a DemoConfig field, e.g. --set images=600 --set clip.epochs=5",
+    )
+    p.add_argument(
+        "--pretrain-encoders",
+        action="store_true",
+        help="instead of the demo: pretrain the demo's encoders as classifiers on the labelled scene "
+        "stream (fixed seed, resumable under OUT/encoders) and install them into the package "
+        "(captionkit/pretrained/), where the demo reads them",
+    )
     p.set_defaults(func=run)
 
 
@@ -28,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if args.pretrain_encoders:
         from captionkit.demo_encoders import DemoEncodersConfig, pretrain_demo_encoders
 
-        installed = pretrain_demo_encoders(f"{args.out}/encoders", load_config(DemoEncodersConfig, args.config,
-                                                                               args.overrides))
+        installed = pretrain_demo_encoders(
+            f"{args.out}/encoders", load_config(DemoEncodersConfig, args.config, args.overrides)
+        )
         for name, path in installed.items():
             print(f"installed the demo's {name} encoder: {path}")
         return 0

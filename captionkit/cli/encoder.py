@@ -1,4 +1,5 @@
 """`captionkit encoder pretrain`: pretrain an image encoder as a classifier on labelled images."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,21 +9,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encoder", help="image encoder utilities")
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     pre = verbs.add_parser(
-        "pretrain", help="pretrain an image encoder as a classifier on labelled images (ImageNet-style)",
+        "pretrain",
+        help="pretrain an image encoder as a classifier on labelled images (ImageNet-style)",
         description="Trains a VGG kind (written as OUT/weights.safetensors in torchvision's layout: use it as "
-                    "KIND:fc2@OUT/weights.safetensors) or a CLIP image tower (clip:CONFIG_OR_DIR, written as the CLIP "
-                    "directory OUT/clip for `clip pretrain --image-tower`). Run again, it resumes an interrupted run "
-                    "from its last checkpoint and reuses a finished one.")
+        "KIND:fc2@OUT/weights.safetensors) or a CLIP image tower (clip:CONFIG_OR_DIR, written as the CLIP "
+        "directory OUT/clip for `clip pretrain --image-tower`). Run again, it resumes an interrupted run "
+        "from its last checkpoint and reuses a finished one.",
+    )
     pre.add_argument("--encoder", required=True, help="vgg16, vgg16-bn, vgg16-small, vgg16-bn-small or clip:SOURCE")
-    pre.add_argument("--data", required=True,
-                     help="synth:SEED (the demo's labelled scene stream), a folder of class subfolders, or a "
-                          ".csv/.tsv/.jsonl table of image + labels")
+    pre.add_argument(
+        "--data",
+        required=True,
+        help="synth:SEED (the demo's labelled scene stream), a folder of class subfolders, or a "
+        ".csv/.tsv/.jsonl table of image + labels",
+    )
     pre.add_argument("--out", required=True, help="output directory")
-    pre.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                     help="table columns: image_column=, labels_column=, separator= (default image, labels, ;)")
+    pre.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="table columns: image_column=, labels_column=, separator= (default image, labels, ;)",
+    )
     pre.add_argument("--config", help="YAML/JSON file with EncoderPretrainConfig fields")
-    pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override an EncoderPretrainConfig field, e.g. --set steps=500 --set mixed_precision=bf16")
+    pre.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an EncoderPretrainConfig field, e.g. --set steps=500 --set mixed_precision=bf16",
+    )
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.set_defaults(func=run_pretrain)
     p.set_defaults(func=lambda a: p.print_help())

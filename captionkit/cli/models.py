@@ -1,4 +1,5 @@
 """`captionkit models list`: the presets a run can start from."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    presets = {name: {"type": get_preset(name)["model"]["type"], "description": desc}
-               for name, desc in list_presets().items()}
+    presets = {
+        name: {"type": get_preset(name)["model"]["type"], "description": desc} for name, desc in list_presets().items()
+    }
     if args.json:
         print(json.dumps({"presets": presets, "model_types": model_types()}, indent=2))
         return 0

@@ -1,9 +1,10 @@
 """The processes of a launch (torchrun / accelerate launch, or one plain process): rank, count, device, barrier."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -1,4 +1,5 @@
 """`captionkit report RUN_DIR... --out report.html`: one self-contained HTML page comparing runs."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,9 +7,12 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write an HTML page comparing evaluated runs",
-                       description="Compare runs: metrics table, training curves, decoding settings, example images "
-                                   "with every model's caption. Images are embedded: the page works offline.")
+    p = sub.add_parser(
+        "report",
+        help="write an HTML page comparing evaluated runs",
+        description="Compare runs: metrics table, training curves, decoding settings, example images "
+        "with every model's caption. Images are embedded: the page works offline.",
+    )
     p.add_argument("run_dirs", nargs="+", help="run directories with eval/<split>/ results (captionkit evaluate)")
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     p.add_argument("--split", help="evaluated split to show (default: test, else the first evaluated)")
@@ -21,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from captionkit.report import build_report
 
-    out = build_report(args.run_dirs, args.out, split=args.split, examples=args.examples, extremes=args.extremes,
-                       title=args.title)
+    out = build_report(
+        args.run_dirs, args.out, split=args.split, examples=args.examples, extremes=args.extremes, title=args.title
+    )
     print(f"captionkit: wrote {out}", file=sys.stderr)
     return 0

@@ -1,4 +1,5 @@
 """`captionkit score CANDIDATES --references REFS`: coco-caption metrics (and CLIPScore) of a results file."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,23 +8,39 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="score a captions file against references (BLEU, METEOR, ROUGE-L, CIDEr, ...)",
-                       description="Score COCO results against references with pycocoevalcap's protocol. Prints one "
-                                   "JSON object of corpus scores keyed by pycocoevalcap's metric names.")
+    p = sub.add_parser(
+        "score",
+        help="score a captions file against references (BLEU, METEOR, ROUGE-L, CIDEr, ...)",
+        description="Score COCO results against references with pycocoevalcap's protocol. Prints one "
+        "JSON object of corpus scores keyed by pycocoevalcap's metric names.",
+    )
     p.add_argument("candidates", help='COCO results JSON [{"image_id": ..., "caption": ...}] or JSONL of the same')
-    p.add_argument("--references", required=True,
-                   help="COCO annotations JSON, or any dataset captionkit reads (folder or caption file) + --split")
+    p.add_argument(
+        "--references",
+        required=True,
+        help="COCO annotations JSON, or any dataset captionkit reads (folder or caption file) + --split",
+    )
     p.add_argument("--split", default="test", help="split of a dataset REFS (default: test; 'all' for every image)")
     p.add_argument("--out", help="also write the corpus scores JSON to FILE")
     p.add_argument("--per-item", help="write {image_id: {metric: score}} to FILE")
-    p.add_argument("--metrics", help="comma-separated, e.g. bleu,CIDEr,METEOR (default: all coco-caption metrics, "
-                                     "plus CLIPScore/RefCLIPScore with --clip)")
-    p.add_argument("--tokenizer", choices=["auto", "java", "python"], default="auto",
-                   help="PTB tokenizer: pycocoevalcap's Java one, or the pure-Python one (auto: Java if installed)")
+    p.add_argument(
+        "--metrics",
+        help="comma-separated, e.g. bleu,CIDEr,METEOR (default: all coco-caption metrics, "
+        "plus CLIPScore/RefCLIPScore with --clip)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        choices=["auto", "java", "python"],
+        default="auto",
+        help="PTB tokenizer: pycocoevalcap's Java one, or the pure-Python one (auto: Java if installed)",
+    )
     p.add_argument("--images", help="folder with the images (CLIPScore; default: the dataset's own image paths)")
     p.add_argument("--clip", help="CLIP hub id or local directory for CLIPScore/RefCLIPScore")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="score the images in both files instead of failing on ids found in only one")
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score the images in both files instead of failing on ids found in only one",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="CLIP batch size")
     p.add_argument("--device", default="cpu", help="device for CLIP (cpu, cuda, ...)")
     p.set_defaults(func=run)
@@ -46,8 +63,16 @@ def run(args: argparse.Namespace) -> int:
             raise DatasetError(f"{args.references}: no image path for some ids; pass --images DIR for CLIPScore")
     elif args.images:
         print("captionkit: warning: --images is only used with --clip", file=sys.stderr)
-    result = score({k: refs.captions[k] for k in ids}, {k: candidates[k] for k in ids}, args.metrics,
-                   args.tokenizer, images=images, clip=args.clip, batch_size=args.batch_size, device=args.device)
+    result = score(
+        {k: refs.captions[k] for k in ids},
+        {k: candidates[k] for k in ids},
+        args.metrics,
+        args.tokenizer,
+        images=images,
+        clip=args.clip,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     notes = [f"tokenizer: {result.tokenizer}", *result.skipped.values()]
     print(f"captionkit: scored {len(ids)} images; " + "; ".join(notes), file=sys.stderr)
     print(json.dumps(result.corpus, indent=2))

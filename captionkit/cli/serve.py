@@ -1,4 +1,5 @@
 """`captionkit serve MODEL_DIR...`: the captioning web service and page on 127.0.0.1 (see captionkit.serve)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,26 +15,50 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve models over HTTP: a JSON API and a web page",
-                       description="Serve captioning models: GET / (page), GET /v1/models, POST /v1/captions, "
-                                   "POST /v1/attention, GET /healthz. Stops gracefully on Ctrl-C / SIGTERM.")
-    p.add_argument("models", nargs="+", metavar="MODEL_DIR",
-                   help="model directories, named by the directory's name or as NAME=DIR")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1); any non-loopback address needs an API key")
+    p = sub.add_parser(
+        "serve",
+        help="serve models over HTTP: a JSON API and a web page",
+        description="Serve captioning models: GET / (page), GET /v1/models, POST /v1/captions, "
+        "POST /v1/attention, GET /healthz. Stops gracefully on Ctrl-C / SIGTERM.",
+    )
+    p.add_argument(
+        "models", nargs="+", metavar="MODEL_DIR", help="model directories, named by the directory's name or as NAME=DIR"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1); any non-loopback address needs an API key",
+    )
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=None,
-                   help=f"require this key on /v1/* (Authorization: Bearer KEY); default: ${API_KEY_ENV}")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require this key on /v1/* (Authorization: Bearer KEY); default: ${API_KEY_ENV}",
+    )
     p.add_argument("--max-batch", type=int, default=16, help="images per batched pass (1 = no micro-batching)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long to wait for more images before running a batch (default 5)")
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long to wait for more images before running a batch (default 5)",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body (default 20)")
-    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                   help="allow cross-origin requests from ORIGIN, e.g. https://example.org (repeatable)")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow cross-origin requests from ORIGIN, e.g. https://example.org (repeatable)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--rerank-clip", action="append", default=[], metavar="SPEC",
-                   help="a CLIP 'clip:HUB_ID_OR_DIR' that requests may name as rerank_clip (repeatable; loaded "
-                        "with the models). Without one, requests rerank only with a model's own CLIP (ClipCap)")
+    p.add_argument(
+        "--rerank-clip",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="a CLIP 'clip:HUB_ID_OR_DIR' that requests may name as rerank_clip (repeatable; loaded "
+        "with the models). Without one, requests rerank only with a model's own CLIP (ClipCap)",
+    )
     p.set_defaults(func=run)
 
 
@@ -48,8 +73,10 @@ def parse_model_specs(specs: list[str]) -> dict[str, Path]:
         path = Path(directory if sep else spec)
         name = name if sep else path.resolve().name
         if not _NAME.match(name) or name == ALL:
-            raise ConfigError(f"{spec}: model name {name!r} must be letters, digits, '.', '_' or '-' and not "
-                              f"{ALL!r}; name it with NAME=DIR")
+            raise ConfigError(
+                f"{spec}: model name {name!r} must be letters, digits, '.', '_' or '-' and not "
+                f"{ALL!r}; name it with NAME=DIR"
+            )
         if name in models:
             raise ConfigError(f"{spec}: two models are named {name!r}; name them with NAME=DIR")
         read_model_config(path)  # a wrong directory fails now, in one line, not in the server's log
@@ -66,8 +93,10 @@ def check_host(host: str, api_key: str | None) -> None:
     except ValueError:
         loopback = False
     if not loopback:
-        raise ConfigError(f"--host {host}: serving beyond this machine needs an API key; pass --api-key KEY or set "
-                          f"{API_KEY_ENV} (or bind 127.0.0.1)")
+        raise ConfigError(
+            f"--host {host}: serving beyond this machine needs an API key; pass --api-key KEY or set "
+            f"{API_KEY_ENV} (or bind 127.0.0.1)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,9 +107,15 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     check_host(args.host, api_key)
     models = parse_model_specs(args.models)
-    settings = ServeSettings(api_key=api_key, allow_origins=args.allow_origin, max_batch=args.max_batch,
-                             batch_wait_ms=args.batch_wait_ms, max_upload_mb=args.max_upload_mb,
-                             device=args.device, rerank_clips=args.rerank_clip)
+    settings = ServeSettings(
+        api_key=api_key,
+        allow_origins=args.allow_origin,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_upload_mb=args.max_upload_mb,
+        device=args.device,
+        rerank_clips=args.rerank_clip,
+    )
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None
 
@@ -92,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(models, settings, on_load_error=stop)
     # uvicorn's own graceful shutdown: on SIGINT/SIGTERM it stops accepting connections and lets in-flight
     # requests finish (up to 60 s) before the app's shutdown drains the model workers.
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
-                                           timeout_graceful_shutdown=60))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=60)
+    )
     print(f"captionkit: serving {', '.join(models)} on http://{args.host}:{args.port}/", flush=True)
     server.run()
     if failure:

@@ -1,4 +1,5 @@
 """`captionkit train`: train a model from a preset or a config file, resumable, on one or many processes."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,23 +19,39 @@ EPILOG = """examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a captioning model", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Train a captioning model. Settings come from a preset, then a config file, "
-                                   "then the flags below, then --set overrides.")
+    p = sub.add_parser(
+        "train",
+        help="train a captioning model",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a captioning model. Settings come from a preset, then a config file, "
+        "then the flags below, then --set overrides.",
+    )
     p.add_argument("--config", help="run config file (YAML or JSON): model, encoder, dataset, train, eval, out")
     p.add_argument("--preset", help="start from a named preset (see `captionkit models list`)")
     add_dataset_arguments(p, required=False)
     p.add_argument("--out", help="run directory (RUN_DIR)")
     p.add_argument("--features", help="feature cache directory (default: RUN_DIR/../features/<encoder>-<dataset>)")
-    p.add_argument("--init-from", metavar="MODEL_DIR",
-                   help="start from this model directory's weights and tokenizer (same architecture; its model and "
-                        "encoder settings are used unless the preset/config gives them)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set train.lr=1e-4 (repeatable)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest valid checkpoint in RUN_DIR (with no --config/--preset, "
-                        "RUN_DIR/resolved_config.json is used)")
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL_DIR",
+        help="start from this model directory's weights and tokenizer (same architecture; its model and "
+        "encoder settings are used unless the preset/config gives them)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.lr=1e-4 (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the latest valid checkpoint in RUN_DIR (with no --config/--preset, "
+        "RUN_DIR/resolved_config.json is used)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,9 +67,17 @@ def run(args: argparse.Namespace) -> int:
     if config_file is None and args.preset is None and args.init_from is None:
         raise ConfigError("give --preset NAME (see `captionkit models list`), --config FILE or --init-from MODEL_DIR")
     options = parse_options(args.option)  # --option K=V is --set dataset_options.K=V
-    config = load_run_config(config_file, args.preset, args.overrides, dataset=args.dataset, out=args.out,
-                             features=args.features, dataset_format=None if args.format == "auto" else args.format,
-                             dataset_options=options or None, init_from=args.init_from)
+    config = load_run_config(
+        config_file,
+        args.preset,
+        args.overrides,
+        dataset=args.dataset,
+        out=args.out,
+        features=args.features,
+        dataset_format=None if args.format == "auto" else args.format,
+        dataset_options=options or None,
+        init_from=args.init_from,
+    )
     model_dir = train(config, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
         print(f"model: {model_dir}")

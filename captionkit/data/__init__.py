@@ -1,4 +1,5 @@
 """Datasets: readers/writers for every common caption format, safe image loading, text, feature caches."""
+
 from captionkit.data.records import SPLITS, CaptionDataset, DatasetError, Record
 
 __all__ = ["SPLITS", "CaptionDataset", "DatasetError", "Record"]

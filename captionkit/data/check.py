@@ -1,4 +1,5 @@
 """`data check`: everything wrong with a dataset, found before hours of training depend on it."""
+
 from __future__ import annotations
 
 import io
@@ -51,8 +52,13 @@ def _length_stats(lengths: list[int]) -> dict[str, float]:
     if not lengths:
         return {}
     ordered = sorted(lengths)
-    return {"min": ordered[0], "mean": round(statistics.fmean(ordered), 2), "median": statistics.median(ordered),
-            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], "max": ordered[-1]}
+    return {
+        "min": ordered[0],
+        "mean": round(statistics.fmean(ordered), 2),
+        "median": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
+        "max": ordered[-1],
+    }
 
 
 def _decode_all(records: list[Record], max_pixels: int | None, progress: bool) -> list[tuple[Record, str]]:
@@ -106,12 +112,21 @@ def _zip_map(pool: ThreadPoolExecutor, fn: Any, items: Any, window: int = 64) ->
         yield head, future.result()
 
 
-def check_dataset(path: str | Path, format: str = "auto", *, decode_images: bool = True, max_pixels: int | None = None,
-                  examples: int = 10, progress: bool = False, **options: Any) -> dict[str, Any]:
+def check_dataset(
+    path: str | Path,
+    format: str = "auto",
+    *,
+    decode_images: bool = True,
+    max_pixels: int | None = None,
+    examples: int = 10,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
     """Read a dataset leniently and report everything `captionkit data check` prints, as one JSON-able dict.
 
     Numbers: shards (shard files read, sharded formats only) and corrupt_shards (cut short or with a corrupt
-    member: the samples before it are used), images_total (distinct image ids with captions), images_found / images_missing (image file present or
+    member: the samples before it are used), images_total (distinct image ids with captions), images_found /
+    images_missing (image file present or
     not), images_unreadable (present but not decodable; only when decode_images), captions, splits (ids per split
     file when the dataset has split lists, else records per split), images_in_no_split, bogus_keys.
     `problems` lists reader problems (file and line) plus one entry per unreadable image and one summary entry
@@ -128,13 +143,25 @@ def check_dataset(path: str | Path, format: str = "auto", *, decode_images: bool
             problems.append(Problem("unreadable_image", str(record.image), None, error))
     if missing:
         folders = sorted({str(r.image_path.parent) for r in missing})
-        problems.append(Problem("missing_images", folders[0] if len(folders) == 1 else None, None,
-                                f"{len(missing)} of {len(records)} images are missing, e.g. "
-                                + ", ".join(r.image_path.name for r in missing[:5])))
+        problems.append(
+            Problem(
+                "missing_images",
+                folders[0] if len(folders) == 1 else None,
+                None,
+                f"{len(missing)} of {len(records)} images are missing, e.g. "
+                + ", ".join(r.image_path.name for r in missing[:5]),
+            )
+        )
     no_split = [r for r in records if r.split is None]
     if no_split:
-        problems.append(Problem("not_in_split", None, None, f"{len(no_split)} images are in no split, e.g. "
-                                + ", ".join(r.image_id for r in no_split[:5])))
+        problems.append(
+            Problem(
+                "not_in_split",
+                None,
+                None,
+                f"{len(no_split)} images are in no split, e.g. " + ", ".join(r.image_id for r in no_split[:5]),
+            )
+        )
     if result.split_lists is not None:
         splits = {s: len(result.split_lists.get(s, [])) for s in SPLITS}
     else:

@@ -8,6 +8,7 @@ Layout of a cache directory:
 The manifest is written last after each shard, so it is the commit point: a shard or index entry it does not list
 is redone on restart, and a listed shard is never recomputed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,9 +17,10 @@ import logging
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,17 +80,25 @@ class FeatureCache:
         self._maps: OrderedDict[int, _ShardRows] = OrderedDict()  # the most recently read shards, open
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, expect_encoder: str | None = None,
-             expect_fingerprint: str | None = None) -> "FeatureCache":
+    def open(
+        cls, directory: str | os.PathLike, expect_encoder: str | None = None, expect_fingerprint: str | None = None
+    ) -> FeatureCache:
         """Open a cache; refuse it (FeatureCacheError naming what differs) if its encoder spec or dataset
         fingerprint is not the one expected."""
         directory = Path(directory)
         manifest = _read_manifest(directory)
         if manifest is None:
-            raise FeatureCacheError(f"{directory} is not a feature cache (no {MANIFEST}); create one with "
-                                    f"`captionkit features extract --dataset PATH --encoder SPEC --out {directory}`")
-        _check_matches(directory, manifest, expect_encoder, expect_fingerprint,
-                       hint="re-extract with `captionkit features extract ... --out NEW_DIR`")
+            raise FeatureCacheError(
+                f"{directory} is not a feature cache (no {MANIFEST}); create one with "
+                f"`captionkit features extract --dataset PATH --encoder SPEC --out {directory}`"
+            )
+        _check_matches(
+            directory,
+            manifest,
+            expect_encoder,
+            expect_fingerprint,
+            hint="re-extract with `captionkit features extract ... --out NEW_DIR`",
+        )
         return cls(directory, manifest, _read_index(directory, manifest))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -145,11 +155,13 @@ class FeatureCache:
         except KeyError:
             reason = self.manifest["failed"].get(image_id)
             detail = f"its image could not be read: {reason}" if reason else "it was not extracted"
-            raise FeatureCacheError(f"image {image_id!r} is not in feature cache {self.directory} ({detail}); "
-                                    f"the cache holds {len(self)} images") from None
+            raise FeatureCacheError(
+                f"image {image_id!r} is not in feature cache {self.directory} ({detail}); "
+                f"the cache holds {len(self)} images"
+            ) from None
         return shard, row
 
-    def _map(self, shard: int) -> "_ShardRows":
+    def _map(self, shard: int) -> _ShardRows:
         if shard in self._maps:
             self._maps.move_to_end(shard)
             return self._maps[shard]
@@ -190,8 +202,10 @@ class _ShardRows:
             size = (j - i) * self.row_bytes
             data = os.pread(self.fd, size, self.start + rows[i] * self.row_bytes)
             if len(data) != size or not 0 <= rows[i] or rows[j - 1] >= self.shape[0]:
-                raise FeatureCacheError(f"rows {rows[i]}..{rows[j - 1]} are outside shard {self.shape} (truncated "
-                                        "file?); re-extract the cache")
+                raise FeatureCacheError(
+                    f"rows {rows[i]}..{rows[j - 1]} are outside shard {self.shape} (truncated "
+                    "file?); re-extract the cache"
+                )
             flat[i:j] = np.frombuffer(data, dtype=np.uint8).reshape(j - i, -1)
             i = j
         return out
@@ -208,8 +222,9 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
         return None
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT:
-        raise FeatureCacheError(f"{path} is not a captionkit feature-cache manifest "
-                                f"(format {manifest.get('format')!r})")
+        raise FeatureCacheError(
+            f"{path} is not a captionkit feature-cache manifest (format {manifest.get('format')!r})"
+        )
     return manifest
 
 
@@ -221,14 +236,22 @@ def _read_index(directory: Path, manifest: dict[str, Any]) -> dict[str, list[int
     return {k: v for k, v in index.items() if v[0] in committed}
 
 
-def _check_matches(directory: Path, manifest: dict[str, Any], encoder: str | None, fingerprint: str | None,
-                   hint: str, dtype: str | None = None) -> None:
+def _check_matches(
+    directory: Path,
+    manifest: dict[str, Any],
+    encoder: str | None,
+    fingerprint: str | None,
+    hint: str,
+    dtype: str | None = None,
+) -> None:
     differences = []
     if encoder is not None and manifest["encoder"]["spec"] != encoder:
         differences.append(f"encoder: cache has {manifest['encoder']['spec']!r}, asked for {encoder!r}")
     if fingerprint is not None and manifest["dataset_fingerprint"] != fingerprint:
-        differences.append(f"dataset fingerprint: cache has {manifest['dataset_fingerprint']!r}, asked for "
-                           f"{fingerprint!r} (different images or image files)")
+        differences.append(
+            f"dataset fingerprint: cache has {manifest['dataset_fingerprint']!r}, asked for "
+            f"{fingerprint!r} (different images or image files)"
+        )
     if dtype is not None and manifest["dtype"] != dtype:
         differences.append(f"dtype: cache has {manifest['dtype']!r}, asked for {dtype!r}")
     if differences:
@@ -292,8 +315,14 @@ class CacheWriter:
     difference); a directory holding anything but a cache is refused.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, encoder_info: dict[str, Any], feature_shape: Sequence[int],
-                 dataset_fingerprint: str, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        encoder_info: dict[str, Any],
+        feature_shape: Sequence[int],
+        dataset_fingerprint: str,
+        dtype: str = "float32",
+    ) -> None:
         if dtype not in DTYPES:
             raise FeatureCacheError(f"dtype {dtype!r} is not supported; valid: {', '.join(DTYPES)}")
         self.out = Path(out_dir)
@@ -301,18 +330,33 @@ class CacheWriter:
         manifest = _read_manifest(self.out)
         if manifest is None:
             if self.out.exists() and any(self.out.iterdir()):
-                raise FeatureCacheError(f"{self.out} exists and is not a feature cache (no {MANIFEST}); pass --out "
-                                        f"a new or empty directory")
+                raise FeatureCacheError(
+                    f"{self.out} exists and is not a feature cache (no {MANIFEST}); pass --out a new or empty directory"
+                )
             self.out.mkdir(parents=True, exist_ok=True)
             manifest = {
-                "format": FORMAT, "format_version": FORMAT_VERSION, "encoder": encoder_info, "dtype": dtype,
-                "feature_shape": list(feature_shape), "dataset_fingerprint": dataset_fingerprint, "count": 0,
-                "shards": [], "failed": {}, "complete": False, "captionkit_version": __version__,
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "encoder": encoder_info,
+                "dtype": dtype,
+                "feature_shape": list(feature_shape),
+                "dataset_fingerprint": dataset_fingerprint,
+                "count": 0,
+                "shards": [],
+                "failed": {},
+                "complete": False,
+                "captionkit_version": __version__,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
         else:
-            _check_matches(self.out, manifest, encoder_info["spec"], dataset_fingerprint, dtype=dtype,
-                           hint=f"delete {self.out} or pass --out elsewhere")
+            _check_matches(
+                self.out,
+                manifest,
+                encoder_info["spec"],
+                dataset_fingerprint,
+                dtype=dtype,
+                hint=f"delete {self.out} or pass --out elsewhere",
+            )
         manifest["complete"] = False
         _write_json(self.out / MANIFEST, manifest)
         self.manifest = manifest
@@ -330,8 +374,10 @@ class CacheWriter:
         if ids:
             expected = (len(ids), *self.manifest["feature_shape"])
             if features is None or tuple(features.shape) != expected:
-                raise ValueError(f"shard features must have shape {expected}, got "
-                                 f"{None if features is None else tuple(features.shape)}")
+                raise ValueError(
+                    f"shard features must have shape {expected}, got "
+                    f"{None if features is None else tuple(features.shape)}"
+                )
             path = self.out / shard_name(self._next)
             _write_shard(path, features.to(self.dtype), ids)
             self.index.update({image_id: [self._next, row] for row, image_id in enumerate(ids)})
@@ -349,10 +395,19 @@ class CacheWriter:
         return FeatureCache(self.out, self.manifest, self.index)
 
 
-def extract_features(records: Iterable[Record], encoder: ImageEncoder, out_dir: str | os.PathLike, *,
-                     batch_size: int = 32, num_workers: int = 2, shard_size: int = 1024, dataset_fingerprint: str,
-                     dtype: str = "float32", progress: bool = True,
-                     on_shard: Callable[[Path], None] | None = None) -> FeatureCache:
+def extract_features(
+    records: Iterable[Record],
+    encoder: ImageEncoder,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    shard_size: int = 1024,
+    dataset_fingerprint: str,
+    dtype: str = "float32",
+    progress: bool = True,
+    on_shard: Callable[[Path], None] | None = None,
+) -> FeatureCache:
     """Encode each distinct image of `records` once into a cache at `out_dir` and return it opened.
 
     Images are decoded and preprocessed in `num_workers` DataLoader workers while the encoder runs batches on its
@@ -367,8 +422,13 @@ def extract_features(records: Iterable[Record], encoder: ImageEncoder, out_dir: 
         images.setdefault(r.image_id, r.image)
     todo = [(i, p) for i, p in images.items() if not writer.is_done(i)]
     if len(todo) < len(images):
-        logger.info("feature cache %s: %d of %d images already done, %d to go", writer.out,
-                    len(images) - len(todo), len(images), len(todo))
+        logger.info(
+            "feature cache %s: %d of %d images already done, %d to go",
+            writer.out,
+            len(images) - len(todo),
+            len(images),
+            len(todo),
+        )
     # Missing files are recorded up front rather than sent through the workers, where (in a partly downloaded
     # dataset) they would leave most batches nearly empty.
     failed = {i: f"missing file {p}" for i, p in todo if not _exists(p)}
@@ -378,20 +438,26 @@ def extract_features(records: Iterable[Record], encoder: ImageEncoder, out_dir: 
     if todo:
         was_training = encoder.training
         encoder.eval()
+
         def commit(chunk: int, ids: list[str], features: Tensor | None, chunk_failed: dict[str, str]) -> None:
             path = writer.commit(ids, features, chunk_failed)
             if path is not None and on_shard is not None:
                 on_shard(path)
 
-        chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
+        chunks = [todo[s : s + shard_size] for s in range(0, len(todo), shard_size)]
         try:
             failed.update(_run(chunks, encoder, writer.dtype, batch_size, num_workers, progress, commit))
         finally:
             encoder.train(was_training)
     if failed:
         examples = "; ".join(f"{i}: {reason}" for i, reason in list(failed.items())[:3])
-        logger.warning("%d of %d images are missing or could not be read and were skipped (listed under \"failed\" "
-                       "in %s), e.g. %s", len(failed), len(images), writer.out / MANIFEST, examples)
+        logger.warning(
+            '%d of %d images are missing or could not be read and were skipped (listed under "failed" in %s), e.g. %s',
+            len(failed),
+            len(images),
+            writer.out / MANIFEST,
+            examples,
+        )
     return writer.finish()
 
 
@@ -402,8 +468,15 @@ def _exists(image: Path | ShardImage) -> bool:
 Commit = Callable[[int, list[str], "Tensor | None", dict[str, str]], None]
 
 
-def _run(chunks: list[list[tuple[str, Path | ShardImage]]], encoder: ImageEncoder, dtype: torch.dtype,
-         batch_size: int, num_workers: int, progress: bool, commit: Commit) -> dict[str, str]:
+def _run(
+    chunks: list[list[tuple[str, Path | ShardImage]]],
+    encoder: ImageEncoder,
+    dtype: torch.dtype,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    commit: Commit,
+) -> dict[str, str]:
     """Encode the images of each chunk; batches never straddle two chunks, so `commit(chunk number, ids,
     (len(ids), *shape) features or None, {id: reason})` runs as soon as a chunk's last batch lands."""
     device = next(encoder.parameters()).device
@@ -413,9 +486,14 @@ def _run(chunks: list[list[tuple[str, Path | ShardImage]]], encoder: ImageEncode
     for size in chunk_sizes:
         batches += [list(range(start + b, start + min(b + batch_size, size))) for b in range(0, size, batch_size)]
         start += size
-    loader = DataLoader(_ImageFiles(todo, encoder.preprocess), batch_sampler=batches, num_workers=num_workers,
-                        collate_fn=_collate, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if num_workers else None)
+    loader = DataLoader(
+        _ImageFiles(todo, encoder.preprocess),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers else None,
+    )
     pending = [(k, size) for k, size in enumerate(chunk_sizes) if size]
     for k, size in enumerate(chunk_sizes):
         if not size:

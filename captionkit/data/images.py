@@ -1,13 +1,15 @@
 """The one safe image loader: any common file -> an upright RGB PIL image, or an ImageLoadError naming the file."""
+
 from __future__ import annotations
 
 import io
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -77,8 +79,9 @@ def _name(source: str | os.PathLike[str] | BinaryIO) -> str:
     return str(getattr(source, "name", "<image data>"))
 
 
-def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage, max_pixels: int | None = None,
-               name: str | None = None) -> Image.Image:
+def load_image(
+    path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage, max_pixels: int | None = None, name: str | None = None
+) -> Image.Image:
     """Decode an image fully into an upright RGB image.
 
     `path` may be a file path, an open binary file, the file's bytes or a ShardImage (an image inside a WebDataset
@@ -121,8 +124,10 @@ def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage, max
         with _truncated_images_refused(), Image.open(source, formats=IMAGE_FORMATS) as image:
             width, height = image.size
             if limit is not None and width * height > limit:
-                raise ImageTooLargeError(f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
-                                     f"{limit} (a decompression bomb or a huge scan); raise max_pixels to allow it")
+                raise ImageTooLargeError(
+                    f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
+                    f"{limit} (a decompression bomb or a huge scan); raise max_pixels to allow it"
+                )
             image.seek(0)  # first frame of an animation
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))  # a new image: valid after the file is closed
@@ -130,10 +135,14 @@ def load_image(path: str | os.PathLike[str] | BinaryIO | bytes | ShardImage, max
         raise
     except Image.UnidentifiedImageError as exc:
         raise NotAnImageError(f"{name}: not a {'/'.join(IMAGE_FORMATS)} image, or the file is corrupt") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning when warnings are errors
+    except (
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:  # the warning when warnings are errors
         raise ImageTooLargeError(f"{name}: refused as a decompression bomb ({exc})") from exc
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{name}: no such file") from exc
     except _DECODE_ERRORS as exc:
-        raise ImageLoadError(f"{name}: cannot decode image ({type(exc).__name__}: {exc}); the file is truncated or "
-                             "corrupt") from exc
+        raise ImageLoadError(
+            f"{name}: cannot decode image ({type(exc).__name__}: {exc}); the file is truncated or corrupt"
+        ) from exc

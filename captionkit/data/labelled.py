@@ -6,6 +6,7 @@ Three sources, one interface (`source[i] -> (RGB image, [label, ...])`, `len(sou
   FILE.csv / FILE.jsonl    a table of image + labels: in CSV the labels column joins labels with `separator`
                            ("red;circle"), in JSONL it may also be a list; image paths are relative to the file
 """
+
 from __future__ import annotations
 
 import csv
@@ -65,11 +66,12 @@ class _Stream:
         return self.stream[index]
 
 
-def load_labelled(source: str, image_column: str = "image", labels_column: str = "labels",
-                  separator: str = ";") -> LabelledImages:
+def load_labelled(
+    source: str, image_column: str = "image", labels_column: str = "labels", separator: str = ";"
+) -> LabelledImages:
     """Open a labelled source (see the module docstring); errors name the file, line and field."""
     if source.startswith(STREAM_PREFIX):
-        seed = source[len(STREAM_PREFIX):] or "0"
+        seed = source[len(STREAM_PREFIX) :] or "0"
         if not seed.isdigit():
             raise DatasetError(f"{source!r}: the scene stream is named synth:SEED with a seed >= 0, e.g. synth:1")
         return _Stream(int(seed))
@@ -80,8 +82,10 @@ def load_labelled(source: str, image_column: str = "image", labels_column: str =
         if not path.is_file():
             raise DatasetError(f"{path}: labelled image table not found")
         return _from_table(path, image_column, labels_column, separator)
-    raise DatasetError(f"{source}: not a labelled image source; give synth:SEED, a folder of class subfolders, "
-                       "or a .csv/.tsv/.jsonl table with image and labels columns")
+    raise DatasetError(
+        f"{source}: not a labelled image source; give synth:SEED, a folder of class subfolders, "
+        "or a .csv/.tsv/.jsonl table with image and labels columns"
+    )
 
 
 def _from_folder(root: Path) -> LabelledFiles:
@@ -103,8 +107,10 @@ def _from_table(path: Path, image_column: str, labels_column: str, separator: st
     for line, row in rows:
         where = f"{path}:{line}"
         if image_column not in row or labels_column not in row:
-            raise DatasetError(f"{where}: needs the fields {image_column!r} and {labels_column!r} (found "
-                               f"{sorted(row)}); set image_column=/labels_column= to the names this file uses")
+            raise DatasetError(
+                f"{where}: needs the fields {image_column!r} and {labels_column!r} (found "
+                f"{sorted(row)}); set image_column=/labels_column= to the names this file uses"
+            )
         raw = row[labels_column]
         names = raw if isinstance(raw, list) else [s for s in str(raw).split(separator)]
         names = [str(n).strip() for n in names if str(n).strip()]

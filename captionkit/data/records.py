@@ -1,9 +1,10 @@
 """The one record type every dataset reader produces, and the dataset that holds them."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 SPLITS = ("train", "dev", "test")
 
@@ -41,7 +42,7 @@ class Record:
     image_member: str | None = None
 
     @property
-    def image(self) -> "Path | ShardImage":
+    def image(self) -> Path | ShardImage:
         """What `load_image` reads: the image file, or the image inside its shard."""
         return self.image_path if self.image_member is None else ShardImage(self.image_path, self.image_member)
 

@@ -8,6 +8,7 @@ A scene (one entry of scenes.json) is a dict:
    "objects": [{"shape": "circle", "colour": "red", "size": "large", "x": 0.5, "y": 0.2, ...}, ...],
    "relations": [{"subject": ["red", "circle"], "relation": "left of", "object": ["blue", "square"]}, ...]}
 """
+
 from __future__ import annotations
 
 import re
@@ -51,8 +52,12 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
 
 # Parser tables. Count words cover more than the generator writes (four, five, pair) so a model's caption that says
 # "four red circles" is read as four, not ignored.
-_NOUN_TO_SHAPE = {noun: (shape, plural) for shape, nouns in SHAPE_NOUNS.items()
-                  for sing, plur in nouns for noun, plural in ((sing, False), (plur, True))}
+_NOUN_TO_SHAPE = {
+    noun: (shape, plural)
+    for shape, nouns in SHAPE_NOUNS.items()
+    for sing, plur in nouns
+    for noun, plural in ((sing, False), (plur, True))
+}
 _COUNT_WORDS = {"a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "pair": 2, "three": 3, "four": 4, "five": 5}
 _SIZE_TO_WORDS = {w for words in SIZE_WORDS.values() for w in words}
 _TOKEN = re.compile(r"[a-z]+|[.,]")

@@ -11,6 +11,7 @@ scenes hold up to five, so the labels are multi-label):
   "red circle"                a (colour, shape) kind is present
   "red circle x2"             that kind occurs exactly twice
 """
+
 from __future__ import annotations
 
 import io

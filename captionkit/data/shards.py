@@ -4,6 +4,7 @@ A sharded dataset is a list of container files: WebDataset tars in img2dataset's
 optional KEY.json), parquet files, or the arrow files of a Hugging Face dataset. Every command processes it shard
 by shard (`plan_shards`), which is how the work is split across processes and resumed.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,10 @@ import re
 import tarfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from captionkit.data.records import DatasetError, Record, ShardImage
 
@@ -247,12 +249,12 @@ def plan_shards(records: Sequence[Record], chunk_size: int = 1024) -> list[Input
     groups: list[tuple[str, list[Record]]] = []
     names: set[str] = set()
     for path, group in by_file.items():
-        name = path.name[:-len(shard_suffix(path.name))] if shard_suffix(path.name) else path.stem
+        name = path.name[: -len(shard_suffix(path.name))] if shard_suffix(path.name) else path.stem
         while name in names:  # two shards of one name in different folders
             name += "_"
         names.add(name)
         groups.append((name, group))
-    groups += [(f"part-{k // chunk_size:05d}", loose[k:k + chunk_size]) for k in range(0, len(loose), chunk_size)]
+    groups += [(f"part-{k // chunk_size:05d}", loose[k : k + chunk_size]) for k in range(0, len(loose), chunk_size)]
     return [InputShard(i, name, tuple(group)) for i, (name, group) in enumerate(groups)]
 
 

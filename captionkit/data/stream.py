@@ -1,9 +1,10 @@
 """Streaming the images of WebDataset tar shards with the webdataset library: each shard read once, front to back,
 never unpacked to disk; a corrupt member or a shard cut short is counted and skipped, never fatal."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from captionkit.data.records import Record
 
@@ -19,8 +20,9 @@ class ErrorCounter:
         return True
 
 
-def stream_tar_images(records: Sequence[Record], errors: ErrorCounter | None = None
-                      ) -> Iterator[tuple[Record, bytes | str]]:
+def stream_tar_images(
+    records: Sequence[Record], errors: ErrorCounter | None = None
+) -> Iterator[tuple[Record, bytes | str]]:
     """(record, image bytes) for each record whose image is a tar member, in record order grouped by shard; a
     member the stream never delivered (the shard is corrupt or cut short before it) gives (record, reason)."""
     from webdataset.tariterators import tar_file_expander, url_opener
@@ -31,8 +33,12 @@ def stream_tar_images(records: Sequence[Record], errors: ErrorCounter | None = N
         by_shard.setdefault(r.image_path, {}).setdefault(str(r.image_member), []).append(r)
     for shard, wanted in by_shard.items():
         before = len(handler.errors)
-        files = tar_file_expander(url_opener([{"url": str(shard)}], handler=handler), handler=handler,
-                                  select_files=lambda name: name in wanted, eof_value=None)
+        files = tar_file_expander(
+            url_opener([{"url": str(shard)}], handler=handler),
+            handler=handler,
+            select_files=lambda name: name in wanted,
+            eof_value=None,
+        )
         for item in files:
             for record in wanted.pop(item["fname"], []):
                 yield record, item["data"]

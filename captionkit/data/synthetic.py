@@ -8,6 +8,7 @@
 Every byte depends only on (images, seed, size): image i's scene, pixels and captions draw from generators seeded
 with (seed, i, stream), so image i is the same whatever `images` is; the split is a seeded permutation.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,7 @@ from PIL import Image, ImageDraw
 
 from captionkit.config import ConfigError
 from captionkit.data.records import DatasetError
-from captionkit.data.scene_grammar import (BACKGROUND_TEXTURES, BACKGROUNDS, COLOURS, SHAPES, SIZES,
-                                           describe_scene)
+from captionkit.data.scene_grammar import BACKGROUND_TEXTURES, BACKGROUNDS, COLOURS, SHAPES, SIZES, describe_scene
 
 # 128 px: on the 3x3 grid a large shape is ~32 px across and a small one ~21 px, so circle/square/triangle/star/
 # cross stay distinct even after an encoder halves the resolution (a prototype whose shapes were small learnt colours
@@ -72,10 +72,23 @@ def sample_scene(rng: np.random.Generator) -> dict[str, Any]:
             x = (col + 0.5) / GRID + float(rng.uniform(-slack, slack))
             y = (row + 0.5) / GRID + float(rng.uniform(-slack, slack))
             rotation = 0.0 if shape == "circle" else float(rng.uniform(-12, 12))
-            objects.append({"shape": shape, "colour": colour, "size": size, "x": round(x, 4), "y": round(y, 4),
-                            "radius": round(radius, 4), "rotation": round(rotation, 2), "row": row, "col": col})
-    background = {"colour": BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
-                  "texture": BACKGROUND_TEXTURES[int(rng.integers(len(BACKGROUND_TEXTURES)))]}
+            objects.append(
+                {
+                    "shape": shape,
+                    "colour": colour,
+                    "size": size,
+                    "x": round(x, 4),
+                    "y": round(y, 4),
+                    "radius": round(radius, 4),
+                    "rotation": round(rotation, 2),
+                    "row": row,
+                    "col": col,
+                }
+            )
+    background = {
+        "colour": BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
+        "texture": BACKGROUND_TEXTURES[int(rng.integers(len(BACKGROUND_TEXTURES)))],
+    }
     return {"background": background, "objects": objects, "relations": _relations(objects, kinds)}
 
 
@@ -89,8 +102,12 @@ def _relations(objects: list[dict[str, Any]], kinds: list[tuple[str, str]]) -> l
                 continue
             rows_a, cols_a = zip(*cells[a])
             rows_b, cols_b = zip(*cells[b])
-            for name, holds in (("left of", max(cols_a) < min(cols_b)), ("right of", min(cols_a) > max(cols_b)),
-                                ("above", max(rows_a) < min(rows_b)), ("below", min(rows_a) > max(rows_b))):
+            for name, holds in (
+                ("left of", max(cols_a) < min(cols_b)),
+                ("right of", min(cols_a) > max(cols_b)),
+                ("above", max(rows_a) < min(rows_b)),
+                ("below", min(rows_a) > max(rows_b)),
+            ):
                 if holds:
                     relations.append({"subject": list(a), "relation": name, "object": list(b)})
     return relations
@@ -128,8 +145,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rotation: float) -> lis
         points = [(q * np.cos(a), q * np.sin(a)) for q, a in zip(radii, angles)]
     elif shape == "cross":
         a, w = 1.05 * r, 0.36 * r  # arm half-length and half-width
-        points = [(-w, -a), (w, -a), (w, -w), (a, -w), (a, w), (w, w), (w, a), (-w, a), (-w, w), (-a, w), (-a, -w),
-                  (-w, -w)]
+        points = [
+            (-w, -a),
+            (w, -a),
+            (w, -w),
+            (a, -w),
+            (a, w),
+            (w, w),
+            (w, a),
+            (-w, a),
+            (-w, w),
+            (-a, w),
+            (-a, -w),
+            (-w, -w),
+        ]
     else:
         raise ValueError(f"unknown shape {shape!r}")
     t = np.deg2rad(rotation)
@@ -186,7 +215,7 @@ def _split(n: int, seed: int) -> list[str]:
     splits = ["train"] * n
     start = 0
     for name, count in sizes.items():
-        for i in order[start:start + count]:
+        for i in order[start : start + count]:
             splits[int(i)] = name
         start += count
     return splits
@@ -195,8 +224,10 @@ def _split(n: int, seed: int) -> list[str]:
 def _prepare(out: Path) -> None:
     """Refuse to mix with a directory that is not a synthetic dataset; remove images an earlier, larger run left."""
     if out.exists() and any(out.iterdir()) and not (out / "scenes.json").is_file():
-        raise DatasetError(f"{out} exists, is not empty and is not a synthetic dataset (no scenes.json); "
-                           "choose an empty or new directory")
+        raise DatasetError(
+            f"{out} exists, is not empty and is not a synthetic dataset (no scenes.json); "
+            "choose an empty or new directory"
+        )
     (out / "Images").mkdir(parents=True, exist_ok=True)
     (out / "Text").mkdir(exist_ok=True)
     for path in (out / "Images").iterdir():

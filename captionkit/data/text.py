@@ -1,12 +1,14 @@
 """Caption text: normalisation, the word vocabulary of the LSTM models, and caption ids/labels for training."""
+
 from __future__ import annotations
 
 import json
 import re
 import string
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from captionkit.registry import register_tokenizer
 
@@ -21,8 +23,14 @@ _WORD = re.compile(r"[\w']+")
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
 
-def normalize_caption(text: str, *, lowercase: bool = False, strip_punctuation: bool = False,
-                      collapse_whitespace: bool = True, final_period: bool | None = None) -> str:
+def normalize_caption(
+    text: str,
+    *,
+    lowercase: bool = False,
+    strip_punctuation: bool = False,
+    collapse_whitespace: bool = True,
+    final_period: bool | None = None,
+) -> str:
     """Clean one caption.
 
     lowercase: "A Dog" -> "a dog". strip_punctuation: drop ASCII punctuation (apostrophes too: "dog's" -> "dogs").
@@ -76,11 +84,12 @@ class WordVocab:
         self.min_count = min_count
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 1, max_size: int | None = None) -> "WordVocab":
+    def build(cls, captions: Iterable[str], min_count: int = 1, max_size: int | None = None) -> WordVocab:
         """Words seen at least `min_count` times in `captions` (pass the train split only), at most `max_size`."""
         counts = Counter(w for caption in captions for w in word_tokenize(caption))
-        words = sorted((w for w, c in counts.items() if c >= min_count and w not in cls.SPECIALS),
-                       key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_count and w not in cls.SPECIALS), key=lambda w: (-counts[w], w)
+        )
         return cls(words[:max_size] if max_size is not None else words, min_count=min_count)
 
     @property
@@ -106,7 +115,7 @@ class WordVocab:
         path.write_text(json.dumps(data, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "WordVocab":
+    def from_pretrained(cls, directory: str | Path) -> WordVocab:
         """Load vocab.json from a model directory (or the file itself)."""
         path = Path(directory)
         path = path / VOCAB_NAME if path.is_dir() else path
@@ -115,8 +124,12 @@ class WordVocab:
             tokens = data["tokens"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise _vocab_error(path, str(exc)) from exc
-        if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
-                and tuple(tokens[:4]) == cls.SPECIALS and len(set(tokens)) == len(tokens)):
+        if not (
+            isinstance(tokens, list)
+            and all(isinstance(t, str) for t in tokens)
+            and tuple(tokens[:4]) == cls.SPECIALS
+            and len(set(tokens)) == len(tokens)
+        ):
             raise _vocab_error(path, f"'tokens' must be distinct strings starting {list(cls.SPECIALS)}")
         return cls(tokens[4:], min_count=int(data.get("min_count", 1)))
 
@@ -127,7 +140,7 @@ def _vocab_error(path: Path, why: str) -> Exception:
     return ModelDirError(f"{path}: not a word vocabulary written by captionkit ({why})")
 
 
-def encode_for_training(tokenizer: "TextTokenizer", caption: str, max_length: int) -> list[int]:
+def encode_for_training(tokenizer: TextTokenizer, caption: str, max_length: int) -> list[int]:
     """Caption ids + EOS, at most `max_length` ids: a long caption is cut but always ends in EOS, so the model
     learns to stop (never stop on "."; Flickr8k's " ." is an ordinary token)."""
     if max_length < 1:
@@ -135,7 +148,7 @@ def encode_for_training(tokenizer: "TextTokenizer", caption: str, max_length: in
     return tokenizer.encode(caption)[: max_length - 1] + [tokenizer.eos_token_id]
 
 
-def collate_captions(id_lists: Sequence[Sequence[int]], pad_token_id: int) -> tuple["Tensor", "Tensor"]:
+def collate_captions(id_lists: Sequence[Sequence[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
     """Pad id lists to one batch: input_ids (B, T) padded with `pad_token_id`, labels (B, T) the same ids with
     IGNORE_INDEX (-100) at padding, so padding never counts in the loss (unlike the original ClipCap's 0 = "!")."""
     import torch  # lazy: the data layer is usable without torch until a batch is built

@@ -8,10 +8,11 @@ mean over references, times 10. Captions are PTB-tokenized as the metrics are (c
 tested equal to pycocoevalcap's Java one). Written by hand because pycocoevalcap scores one caption at a time in
 Python dictionaries (and recomputes document frequencies on every call); no maintained library batches CIDEr-D.
 """
+
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,8 +40,9 @@ class CiderD:
     A call scores candidate i against the references of image_ids[i]; an image may appear many times (K samples).
     """
 
-    def __init__(self, references: Mapping[Hashable, Sequence[str]], n: int = 4, sigma: float = 6.0,
-                 tokenized: bool = False) -> None:
+    def __init__(
+        self, references: Mapping[Hashable, Sequence[str]], n: int = 4, sigma: float = 6.0, tokenized: bool = False
+    ) -> None:
         if not references:
             raise ValueError("CiderD needs at least one image with references")
         self.n, self.sigma, self.tokenized = n, sigma, tokenized
@@ -71,7 +73,7 @@ class CiderD:
         self.rmax = int(counts.max())
         self.num_refs = counts.astype(np.float64)  # (I,)
         norms = np.zeros((len(flat), n))
-        np.add.at(norms, (entries.sentence, entries.order), weight ** 2)
+        np.add.at(norms, (entries.sentence, entries.order), weight**2)
         self.ref_norm = np.zeros((len(refs), self.rmax, n))  # (I, Rmax, n); 0 for missing slots
         self.ref_norm[ref_image, slot] = np.sqrt(norms)
         self.ref_bigrams = np.zeros((len(refs), self.rmax))
@@ -96,7 +98,7 @@ class CiderD:
             return np.zeros(0)
         e = self._entries(self._word_matrix(self._split(list(candidates)), grow=True), build=False)
         weight = e.tf * np.where(e.gid >= 0, self.idf[np.maximum(e.gid, 0)], self.ref_len)  # unknown: df 0
-        cand_norm = np.sqrt(np.bincount(e.sentence * n + e.order, weights=weight ** 2, minlength=C * n)).reshape(C, n)
+        cand_norm = np.sqrt(np.bincount(e.sentence * n + e.order, weights=weight**2, minlength=C * n)).reshape(C, n)
         # numerator: sum over shared n-grams of min(w_cand, w_ref) * w_ref, per (candidate, reference, order)
         known = e.gid >= 0
         key = img[e.sentence[known]] * self.G + e.gid[known]
@@ -112,7 +114,7 @@ class CiderD:
         denom = cand_norm[:, None, :] * self.ref_norm[img]  # (C, Rmax, n)
         val = np.divide(num, denom, out=np.zeros_like(num), where=denom != 0)
         delta = e.bigrams[:, None] - self.ref_bigrams[img]  # (C, Rmax)
-        val *= np.exp(-(delta ** 2) / (2 * self.sigma ** 2))[:, :, None]
+        val *= np.exp(-(delta**2) / (2 * self.sigma**2))[:, :, None]
         return val.sum(axis=1).mean(axis=1) / self.num_refs[img] * 10.0
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -129,7 +131,7 @@ class CiderD:
             ids = [self.vocab.get(w, -1) for w in sentence]
             if grow and -1 in ids:
                 ids = [x if x >= 0 else self.V + extra.setdefault(w, len(extra)) for x, w in zip(ids, sentence)]
-            out[i, :len(ids)] = ids
+            out[i, : len(ids)] = ids
         return out
 
     def _entries(self, words: np.ndarray, build: bool) -> _Entries:
@@ -141,7 +143,7 @@ class CiderD:
         offset = 0
         for k in range(self.n):  # k = n - 1
             if k > 0:
-                prev, last = ids[:, :L - k], words[:, k:]
+                prev, last = ids[:, : L - k], words[:, k:]
                 valid = last != PAD
                 key = np.where((prev >= 0) & (last < self.V) & (last >= 0), prev * self.V + last, UNKNOWN)
                 if build:
@@ -166,5 +168,10 @@ class CiderD:
             offset += size
         if build:
             self.G = offset
-        return _Entries(sentence=np.concatenate(sentence), gid=np.concatenate(gid), order=np.concatenate(order),
-                        tf=np.concatenate(rows), bigrams=np.maximum(lengths - 1, 0).astype(np.float64))
+        return _Entries(
+            sentence=np.concatenate(sentence),
+            gid=np.concatenate(gid),
+            order=np.concatenate(order),
+            tf=np.concatenate(rows),
+            bigrams=np.maximum(lengths - 1, 0).astype(np.float64),
+        )

@@ -7,10 +7,12 @@ The CLIP comes from a hub id or a local directory through captionkit.models.hf (
 torchmetrics' CLIPScore is not used: it breaks with transformers 5 (it expects a tensor from get_image_features,
 which returns an output object there).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -34,8 +36,10 @@ class CLIPScorer:
         else:
             model, processor, tokenizer = hf.load_clip(source)
         if tokenizer is None:
-            raise ConfigError(f"CLIP {source!r} has no tokenizer files (vocab.json + merges.txt or tokenizer.json); "
-                              "CLIPScore needs CLIP's text tower and its tokenizer")
+            raise ConfigError(
+                f"CLIP {source!r} has no tokenizer files (vocab.json + merges.txt or tokenizer.json); "
+                "CLIPScore needs CLIP's text tower and its tokenizer"
+            )
         self.model = model.to(device).eval()
         self.encoder = hf.CLIPImageEncoder(source, self.model, processor)  # CLIP's own preprocessing
         self.tokenizer = tokenizer
@@ -51,8 +55,10 @@ class CLIPScorer:
 
         out = []
         for i in range(0, len(images), self.batch_size):
-            chunk = [im.convert("RGB") if isinstance(im, Image.Image) else load_image(im)
-                     for im in images[i:i + self.batch_size]]
+            chunk = [
+                im.convert("RGB") if isinstance(im, Image.Image) else load_image(im)
+                for im in images[i : i + self.batch_size]
+            ]
             pixels = torch.stack([self.encoder.preprocess(im) for im in chunk])
             out.append(hf.clip_image_embeds(self.model, pixels.to(self.device)).float())
         return torch.nn.functional.normalize(torch.cat(out), dim=-1) if out else torch.empty(0)
@@ -64,7 +70,7 @@ class CLIPScorer:
 
         out = []
         for i in range(0, len(captions), self.batch_size):
-            texts = [f"{PREFIX} {c}" for c in captions[i:i + self.batch_size]]
+            texts = [f"{PREFIX} {c}" for c in captions[i : i + self.batch_size]]
             ids, mask = hf.clip_tokenize(self.tokenizer, texts, self.max_tokens)
             out.append(hf.clip_text_embeds(self.model, ids.to(self.device), mask.to(self.device)).float())
         return torch.nn.functional.normalize(torch.cat(out), dim=-1) if out else torch.empty(0)
@@ -81,9 +87,14 @@ def harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(total > 0, 2 * a * b / total.clamp_min(1e-12), torch.zeros_like(total))
 
 
-def clip_scores(clip: str | CLIPScorer, images: Mapping[Hashable, str | os.PathLike],
-                candidates: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]] | None = None,
-                batch_size: int = 32, device: str = "cpu") -> dict[str, tuple[float, dict[Hashable, float]]]:
+def clip_scores(
+    clip: str | CLIPScorer,
+    images: Mapping[Hashable, str | os.PathLike],
+    candidates: Mapping[Hashable, str],
+    references: Mapping[Hashable, Sequence[str]] | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> dict[str, tuple[float, dict[Hashable, float]]]:
     """{"CLIPScore": (corpus mean, {id: score})} and, when `references` are given, "RefCLIPScore" likewise.
 
     `images` and `candidates` share ids (the ids of `candidates` are scored)."""
@@ -99,7 +110,7 @@ def clip_scores(clip: str | CLIPScorer, images: Mapping[Hashable, str | os.PathL
         best, start = [], 0
         for k in keys:
             n = len(references[k])
-            best.append((refs[start:start + n] @ cand[len(best)]).max().clamp_min(0))
+            best.append((refs[start : start + n] @ cand[len(best)]).max().clamp_min(0))
             start += n
         out["RefCLIPScore"] = _pack(keys, harmonic_mean(per_item, torch.stack(best)))
     return out

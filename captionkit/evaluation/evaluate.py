@@ -4,13 +4,15 @@ Writes predictions.json (COCO results), metrics.json (corpus scores keyed by pyc
 ({image_id: {metric: score}}), decoding.json (the DecodingConfig used) and scoring.json (tokenizer used, metrics
 skipped and why, counts). object_f1 is added when the dataset folder has the synthetic generator's scenes.json.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from captionkit.data.records import DatasetError
 
@@ -55,12 +57,22 @@ def _scenes_for(dataset: str | os.PathLike) -> dict[str, dict] | None:
     return load_scenes(folder)
 
 
-def evaluate_model(model_dir: str | os.PathLike, dataset: str | os.PathLike, split: str = "test",
-                   decoding: Mapping[str, Any] | None = None, out_dir: str | os.PathLike | None = None, *,
-                   batch_size: int = 16, device: str | None = None, metrics: str | list[str] | None = None,
-                   tokenizer: str = "auto", progress: bool = True, dataset_format: str = "auto",
-                   dataset_options: Mapping[str, Any] | None = None,
-                   rerank: Mapping[str, Any] | None = None) -> EvalResult:
+def evaluate_model(
+    model_dir: str | os.PathLike,
+    dataset: str | os.PathLike,
+    split: str = "test",
+    decoding: Mapping[str, Any] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    batch_size: int = 16,
+    device: str | None = None,
+    metrics: str | list[str] | None = None,
+    tokenizer: str = "auto",
+    progress: bool = True,
+    dataset_format: str = "auto",
+    dataset_options: Mapping[str, Any] | None = None,
+    rerank: Mapping[str, Any] | None = None,
+) -> EvalResult:
     """Caption `split` of `dataset` with the model in `model_dir` and write the eval files (see module doc).
 
     rerank: Captioner.caption's reranking options ({"rerank": "clip", "rerank_weight": w, ...}); the settings
@@ -87,21 +99,38 @@ def evaluate_model(model_dir: str | os.PathLike, dataset: str | os.PathLike, spl
     if len(usable) < len(records):
         present = {r.image_id for r in usable}
         missing = [r.image_id for r in records if r.image_id not in present]
-        log.warning("%s: %d of %d %s images are missing (e.g. %s); evaluating the %d present", dataset,
-                    len(missing), len(records), split, ", ".join(missing[:3]), len(usable))
+        log.warning(
+            "%s: %d of %d %s images are missing (e.g. %s); evaluating the %d present",
+            dataset,
+            len(missing),
+            len(records),
+            split,
+            ", ".join(missing[:3]),
+            len(usable),
+        )
     captioner = captionkit.load(str(model_dir), device=device)
-    texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding,
-                              **rerank)
+    texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding, **rerank)
     captions = {r.image_id: str(t) for r, t in zip(usable, texts)}
     scenes = _scenes_for(dataset)
     names = None if metrics is None else resolve_metrics(metrics)
     if scenes and names is not None and "object_f1" not in names:
         names.append("object_f1")  # metrics=None adds it by itself when scenes are given
-    result = score({r.image_id: list(r.captions) for r in usable}, captions, names, tokenizer,
-                   scenes={k: scenes[k] for k in captions} if scenes else None)
+    result = score(
+        {r.image_id: list(r.captions) for r in usable},
+        captions,
+        names,
+        tokenizer,
+        scenes={k: scenes[k] for k in captions} if scenes else None,
+    )
     out = resolve_out_dir(out_dir, model_dir, split)
-    info = {**result.info(), "model_dir": str(model_dir), "dataset": str(dataset), "split": split,
-            "images_in_split": len(records), "images_scored": len(usable)}
+    info = {
+        **result.info(),
+        "model_dir": str(model_dir),
+        "dataset": str(dataset),
+        "split": split,
+        "images_in_split": len(records),
+        "images_scored": len(usable),
+    }
     write_json(out / "predictions.json", coco_results(captions))
     write_json(out / "metrics.json", result.corpus)
     write_json(out / "per_item.json", result.per_item)

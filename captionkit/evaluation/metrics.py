@@ -17,6 +17,7 @@ Corpus vs per-item semantics (they differ on purpose, as in coco-caption):
 - ROUGE-L, CIDEr(-D), SPICE, CLIPScore, RefCLIPScore and object_f1 corpus scores are the mean of per-item scores.
   CIDEr-D's per-item scores depend on the whole evaluation set (its document frequencies come from all references).
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,9 +25,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Iterator, Mapping, Sequence
+from typing import Any
 
 from captionkit.config import ConfigError
 from captionkit.evaluation import ptb_tokenizer
@@ -36,9 +38,18 @@ CLIP_METRICS = ("CLIPScore", "RefCLIPScore")
 OBJECT_METRICS = ("object_f1",)
 ALL_METRICS = COCO_METRICS + CLIP_METRICS + OBJECT_METRICS
 JAVA_TOKENIZER, PYTHON_TOKENIZER = "ptb-java", "ptb-python"
-_ALIASES = {"bleu": ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"), "rouge": ("ROUGE_L",), "rouge_l": ("ROUGE_L",),
-            "cider": ("CIDEr",), "cider-d": ("CIDEr",), "meteor": ("METEOR",), "spice": ("SPICE",),
-            "clipscore": ("CLIPScore",), "refclipscore": ("RefCLIPScore",), "clip": CLIP_METRICS}
+_ALIASES = {
+    "bleu": ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"),
+    "rouge": ("ROUGE_L",),
+    "rouge_l": ("ROUGE_L",),
+    "cider": ("CIDEr",),
+    "cider-d": ("CIDEr",),
+    "meteor": ("METEOR",),
+    "spice": ("SPICE",),
+    "clipscore": ("CLIPScore",),
+    "refclipscore": ("RefCLIPScore",),
+    "clip": CLIP_METRICS,
+}
 
 
 @dataclass
@@ -60,8 +71,12 @@ class Scores:
 
     def info(self) -> dict[str, Any]:
         """How the scores were computed, for a results file beside the scores."""
-        return {"tokenizer": self.tokenizer, "skipped": dict(self.skipped), "items": len(self.per_item),
-                "protocol": "pycocoevalcap 1.2 (coco-caption): PTB tokenization, BLEU closest ref length, CIDEr-D"}
+        return {
+            "tokenizer": self.tokenizer,
+            "skipped": dict(self.skipped),
+            "items": len(self.per_item),
+            "protocol": "pycocoevalcap 1.2 (coco-caption): PTB tokenization, BLEU closest ref length, CIDEr-D",
+        }
 
 
 def resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
@@ -79,8 +94,7 @@ def resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
         key = name.strip().lower()
         found = _ALIASES.get(key) or ((canonical[key],) if key in canonical else None)
         if found is None:
-            raise ConfigError(f"unknown metric {name!r}; valid: {', '.join(ALL_METRICS)} "
-                              f"(or bleu, rouge, cider, clip)")
+            raise ConfigError(f"unknown metric {name!r}; valid: {', '.join(ALL_METRICS)} (or bleu, rouge, cider, clip)")
         out.extend(m for m in found if m not in out)
     return out
 
@@ -109,11 +123,16 @@ def spice_unavailable_reason() -> str | None:
     if not java_available():
         return "SPICE skipped: needs Java"
     lib = _package_dir() / "spice" / "lib"
-    missing = [p.name for p in (lib / "stanford-corenlp-3.6.0.jar", lib / "stanford-corenlp-3.6.0-models.jar")
-               if not p.is_file()]
+    missing = [
+        p.name
+        for p in (lib / "stanford-corenlp-3.6.0.jar", lib / "stanford-corenlp-3.6.0-models.jar")
+        if not p.is_file()
+    ]
     if missing:
-        return (f"SPICE skipped: {', '.join(missing)} missing in {lib} (pycocoevalcap downloads Stanford CoreNLP "
-                "3.6.0 on first use; put the two jars there to enable SPICE offline)")
+        return (
+            f"SPICE skipped: {', '.join(missing)} missing in {lib} (pycocoevalcap downloads Stanford CoreNLP "
+            "3.6.0 on first use; put the two jars there to enable SPICE offline)"
+        )
     return None
 
 
@@ -132,23 +151,36 @@ def java_ptb_tokenize(*streams: Sequence[str]) -> list[list[str]]:
             pairs.append((src, dst))
         listing = Path(tmp, "files.txt")
         listing.write_text("".join(f"{s} {d}\n" for s, d in pairs), encoding="utf-8")
-        cmd = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase",
-               "-ioFileList", str(listing)]
+        cmd = [
+            "java",
+            "-cp",
+            str(jar),
+            "edu.stanford.nlp.process.PTBTokenizer",
+            "-preserveLines",
+            "-lowerCase",
+            "-ioFileList",
+            str(listing),
+        ]
         proc = subprocess.run(cmd, capture_output=True)
         if proc.returncode != 0:
             raise RuntimeError(f"PTBTokenizer failed ({' '.join(cmd)}): {proc.stderr.decode(errors='replace')[-500:]}")
         out = []
-        for (src, dst), stream in zip(pairs, streams):
+        for (_src, dst), stream in zip(pairs, streams):
             lines = dst.read_text(encoding="utf-8").split("\n") if stream else []
             if len(lines) < len(stream):
                 raise RuntimeError(f"PTBTokenizer returned {len(lines)} lines for {len(stream)} captions")
-            out.append([" ".join(w for w in line.rstrip().split(" ") if w not in ptb_tokenizer.PUNCTUATIONS)
-                        for line in lines[:len(stream)]])
+            out.append(
+                [
+                    " ".join(w for w in line.rstrip().split(" ") if w not in ptb_tokenizer.PUNCTUATIONS)
+                    for line in lines[: len(stream)]
+                ]
+            )
     return out
 
 
-def _check_inputs(references: Mapping[Hashable, Sequence[str]],
-                  candidates: Mapping[Hashable, str | Sequence[str]]) -> dict[Hashable, str]:
+def _check_inputs(
+    references: Mapping[Hashable, Sequence[str]], candidates: Mapping[Hashable, str | Sequence[str]]
+) -> dict[Hashable, str]:
     """Candidates as {id: caption} in the references' id order; both sides must have the same ids."""
     missing = [k for k in references if k not in candidates]
     extra = [k for k in candidates if k not in references]
@@ -172,13 +204,16 @@ def _check_inputs(references: Mapping[Hashable, Sequence[str]],
     return out
 
 
-def _tokenize(references: Mapping[Hashable, Sequence[str]], candidates: dict[Hashable, str],
-              tokenizer: str) -> tuple[dict, dict, str]:
+def _tokenize(
+    references: Mapping[Hashable, Sequence[str]], candidates: dict[Hashable, str], tokenizer: str
+) -> tuple[dict, dict, str]:
     if tokenizer not in ("auto", "java", "python"):
         raise ConfigError(f"tokenizer {tokenizer!r}: expected auto, java or python")
     if tokenizer == "java" and not java_available():
-        raise ConfigError("tokenizer 'java' asked for but no working `java` is on PATH; install a JRE "
-                          "(e.g. apt-get install default-jre-headless) or use tokenizer 'python'")
+        raise ConfigError(
+            "tokenizer 'java' asked for but no working `java` is on PATH; install a JRE "
+            "(e.g. apt-get install default-jre-headless) or use tokenizer 'python'"
+        )
     use_java = tokenizer == "java" or (tokenizer == "auto" and java_available())
     ref_lines = [c for refs in references.values() for c in refs]
     cand_lines = list(candidates.values())
@@ -189,14 +224,20 @@ def _tokenize(references: Mapping[Hashable, Sequence[str]], candidates: dict[Has
     gts: dict[Hashable, list[str]] = {}
     i = 0
     for key, refs in references.items():
-        gts[key] = ref_tok[i:i + len(refs)]
+        gts[key] = ref_tok[i : i + len(refs)]
         i += len(refs)
     res = {key: [tok] for key, tok in zip(candidates, cand_tok)}
     return gts, res, JAVA_TOKENIZER if use_java else PYTHON_TOKENIZER
 
 
-def _coco_scores(gts: dict, res: dict, wanted: list[str], skipped: dict[str, str],
-                 corpus: dict[str, float], per_item: dict[Hashable, dict[str, float]]) -> None:
+def _coco_scores(
+    gts: dict,
+    res: dict,
+    wanted: list[str],
+    skipped: dict[str, str],
+    corpus: dict[str, float],
+    per_item: dict[Hashable, dict[str, float]],
+) -> None:
     """Run pycocoevalcap's scorers on tokenized captions, filling `corpus` and `per_item`."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -241,10 +282,18 @@ def _coco_scores(gts: dict, res: dict, wanted: list[str], skipped: dict[str, str
             put("SPICE", total, [item["All"]["f"] for item in items])
 
 
-def score(references: Mapping[Hashable, Sequence[str]], candidates: Mapping[Hashable, str | Sequence[str]],
-          metrics: str | Sequence[str] | None = None, tokenizer: str = "auto", *,
-          images: Mapping[Hashable, str | os.PathLike] | None = None, clip: str | None = None,
-          scenes: Mapping[Hashable, dict] | None = None, batch_size: int = 32, device: str = "cpu") -> Scores:
+def score(
+    references: Mapping[Hashable, Sequence[str]],
+    candidates: Mapping[Hashable, str | Sequence[str]],
+    metrics: str | Sequence[str] | None = None,
+    tokenizer: str = "auto",
+    *,
+    images: Mapping[Hashable, str | os.PathLike] | None = None,
+    clip: str | None = None,
+    scenes: Mapping[Hashable, dict] | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> Scores:
     """Score candidate captions against references.
 
     references: {image id: [reference caption, ...]}; candidates: {image id: caption or [caption]}, same ids.
@@ -270,13 +319,20 @@ def score(references: Mapping[Hashable, Sequence[str]], candidates: Mapping[Hash
     clip_wanted = [m for m in wanted if m in CLIP_METRICS]
     if clip_wanted:
         if images is None or not clip:
-            raise ConfigError(f"{', '.join(clip_wanted)} need images and a CLIP model (e.g. --images DIR "
-                              "--clip openai/clip-vit-base-patch32)")
+            raise ConfigError(
+                f"{', '.join(clip_wanted)} need images and a CLIP model (e.g. --images DIR "
+                "--clip openai/clip-vit-base-patch32)"
+            )
         from captionkit.evaluation.clipscore import clip_scores
 
-        clip_result = clip_scores(clip, {k: images[k] for k in references}, cands,
-                                  references if "RefCLIPScore" in clip_wanted else None,
-                                  batch_size=batch_size, device=device)
+        clip_result = clip_scores(
+            clip,
+            {k: images[k] for k in references},
+            cands,
+            references if "RefCLIPScore" in clip_wanted else None,
+            batch_size=batch_size,
+            device=device,
+        )
         for name in clip_wanted:
             total, items = clip_result[name]
             corpus[name] = total

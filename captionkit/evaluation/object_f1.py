@@ -4,12 +4,14 @@ Caption metrics alone cannot tell: on the demo data a caption with every shape w
 the references. object_f1 reads the caption with the generator's own grammar (`parse_objects`) and compares the
 multiset of (colour, shape) objects it mentions, with counts, to the scene's objects.
 """
+
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from captionkit.data.records import DatasetError
 from captionkit.data.scene_grammar import kind_counts, parse_objects
@@ -33,8 +35,9 @@ def object_f1(caption: str, scene: dict[str, Any]) -> float:
     return multiset_f1(parse_objects(caption), kind_counts(scene))
 
 
-def score_object_f1(scenes: Mapping[str, dict[str, Any]],
-                    candidates: Mapping[str, str | list[str]]) -> tuple[float, dict[str, float]]:
+def score_object_f1(
+    scenes: Mapping[str, dict[str, Any]], candidates: Mapping[str, str | list[str]]
+) -> tuple[float, dict[str, float]]:
     """(corpus mean, {image_id: object_f1}) over the candidates' image ids, in the pycocoevalcap metric shape.
 
     A candidate may be a caption or a list of captions (pycocoevalcap passes a one-element list); a list scores the
@@ -42,8 +45,10 @@ def score_object_f1(scenes: Mapping[str, dict[str, Any]],
     """
     missing = [image_id for image_id in candidates if image_id not in scenes]
     if missing:
-        raise DatasetError(f"{len(missing)} image id(s) have no scene, e.g. {missing[0]!r}: object_f1 needs the "
-                           "scenes.json of the synthetic dataset the images come from")
+        raise DatasetError(
+            f"{len(missing)} image id(s) have no scene, e.g. {missing[0]!r}: object_f1 needs the "
+            "scenes.json of the synthetic dataset the images come from"
+        )
     per_item: dict[str, float] = {}
     for image_id, caption in candidates.items():
         captions = [caption] if isinstance(caption, str) else list(caption)
@@ -66,6 +71,7 @@ def load_scenes(dataset_dir: str | Path) -> dict[str, dict[str, Any]]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc}); regenerate it with `captionkit data synth`") from exc
     if not isinstance(scenes, dict) or not all(isinstance(s, dict) and "objects" in s for s in scenes.values()):
-        raise DatasetError(f"{path}: expected {{image name: {{'objects': [...], ...}}}}; regenerate it with "
-                           "`captionkit data synth`")
+        raise DatasetError(
+            f"{path}: expected {{image name: {{'objects': [...], ...}}}}; regenerate it with `captionkit data synth`"
+        )
     return scenes

@@ -10,27 +10,31 @@ tests/evaluation/test_ptb_tokenizer.py compares every caption of the Flickr8k to
 hard cases with the Java output. Rare constructs outside caption text (phone numbers, SGML with attributes,
 Asian smileys) are not modelled; the Java tokenizer stays the reference whenever Java is installed.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Callable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 K = TypeVar("K")
 
 # pycocoevalcap/tokenizer/ptbtokenizer.py: tokens removed after tokenization (exact list and spelling).
-PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-                          ".", "?", "!", ",", ":", "-", "--", "...", ";"])
+PUNCTUATIONS = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+)
 
 # Characters the Java tokenizer treats as line breaks; captions are one per line, so they become spaces.
 _LINE_BREAK_TABLE = {ord(c): " " for c in "\r\n\u2028\u2029\u000b\u000c\u0085"}
-_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 def _numeric_non_digits() -> str:
     """A [...] body of the BMP characters Python counts as alphanumeric but Java as neither letter nor digit
     (numeric symbols such as "\u00bd" or "\u216b"), so `[^\\W\\d_]` can be narrowed to letters."""
-    chars = [chr(c) for c in range(0x80, 0x10000)
-             if chr(c).isalnum() and not chr(c).isalpha() and not chr(c).isdecimal()]
+    chars = [
+        chr(c) for c in range(0x80, 0x10000) if chr(c).isalnum() and not chr(c).isalpha() and not chr(c).isdecimal()
+    ]
     ranges, start = [], None
     for i, ch in enumerate(chars):
         if start is None:
@@ -64,54 +68,72 @@ _ACRO = r"(?:[A-Za-z](?:\.[A-Za-z])*|(?i:canada|sino|korean|eu|japan|non)-(?i:u\
 _ACRO2 = r"(?:[A-Za-z](?:\.[A-Za-z])+)"
 _ABMONTH = r"jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
 _ABDAYS = r"mon|tue|tues|wed|thu|thurs|fri"
-_ABSTATE_I = (r"ala|ariz|calif|colo|conn|ct|dak|fla|ga|ind|kans?|ky|md|mich|minn|mo|mont|neb|nev|okla|penn|tenn|va|"
-              r"vt|wisc?|wyo")
+_ABSTATE_I = (
+    r"ala|ariz|calif|colo|conn|ct|dak|fla|ga|ind|kans?|ky|md|mich|minn|mo|mont|neb|nev|okla|penn|tenn|va|"
+    r"vt|wisc?|wyo"
+)
 _ABSTATE_CS = r"A(?i:z|rk)|D(?i:el)|I(?i:ll)|L(?i:a)|M(?i:ass|iss)|O(?i:re)|P(?i:a)|T(?i:ex)|W(?i:ash)"
 _ABCOMP = r"inc|cos?|corp|pp?t[ye]s?|ltd|plc|rt|bancorp|bhd|assn|univ|intl|sys"
-_ABBREV1 = (rf"(?:(?i:{_ABMONTH}|{_ABDAYS}|{_ABSTATE_I}|{_ABCOMP}|tel|est|ext|sq|jr|bros|(?:ed|ph)\.d|esq|etc|al|seq"
-            rf"|bldg)|{_ABSTATE_CS})\.")
-_ABTITLE = (r"(?i:mr|mrs|ms|mx|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|cpl|pvt|capt|"
-            r"ste?|ave|pres|lieut|rt|hon|brig|co?mdr|pfc|spc|supts?|det|mt|ft|adj|adv|asst|assoc|ens|insp|mlle|mme|"
-            r"msgr|sfc|sr)|M(?i:iss)")
-_ABBREV4 = (rf"(?:{_ABTITLE}|(?i:vs|alex|wm|jos|cie|a\.k\.a|cf|treas|ph|invt|elec|natl|m[ft]g|dept|blvd|rd|ave)"
-            rf"|v|{_ACRO})")
+_ABBREV1 = (
+    rf"(?:(?i:{_ABMONTH}|{_ABDAYS}|{_ABSTATE_I}|{_ABCOMP}|tel|est|ext|sq|jr|bros|(?:ed|ph)\.d|esq|etc|al|seq"
+    rf"|bldg)|{_ABSTATE_CS})\."
+)
+_ABTITLE = (
+    r"(?i:mr|mrs|ms|mx|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|cpl|pvt|capt|"
+    r"ste?|ave|pres|lieut|rt|hon|brig|co?mdr|pfc|spc|supts?|det|mt|ft|adj|adv|asst|assoc|ens|insp|mlle|mme|"
+    r"msgr|sfc|sr)|M(?i:iss)"
+)
+_ABBREV4 = (
+    rf"(?:{_ABTITLE}|(?i:vs|alex|wm|jos|cie|a\.k\.a|cf|treas|ph|invt|elec|natl|m[ft]g|dept|blvd|rd|ave)"
+    rf"|v|{_ACRO})"
+)
 _ABBREV3 = r"(?:(?i:ca|figs?|prop|nos?|sect?s?|arts?|paras?|bldg|pp|op|approx|rs)|Pt)\."
-_SENT_STARTERS = ("About According Additionally After An A As At But Did During Earlier He Her Here How However If In "
-                  "It Last Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their Then There "
-                  "These They This We When While What Who Why Yet You").split()
+_SENT_STARTERS = (
+    "About According Additionally After An A As At But Did During Earlier He Her Here How However If In "
+    "It Last Many More Mr. Ms. Now Once One Other Our She Since So Some Such That The Their Then There "
+    "These They This We When While What Who Why Yet You"
+).split()
 _SENT_STARTER = "|".join(f"{w[0]}(?i:{re.escape(w[1:])})" for w in sorted(_SENT_STARTERS, key=len, reverse=True))
-_SGML = (r"<(?:[!?][A-Za-z-][^>\r\n]*|[A-Za-z][A-Za-z0-9_:.-]*(?:[ ]+(?:[A-Za-z][A-Za-z0-9_:.-]*[ ]*=[ ]*"
-         r"(?:'[^']*'|\"[^\"]*\"|[A-Za-z][A-Za-z0-9_:.-]*)|[A-Za-z][A-Za-z0-9_:.-]*))*[ ]*/?"
-         r"|/[A-Za-z][A-Za-z0-9_:.-]*)[ ]*>")
-_THING = (rf"(?:[dDoOlL]{_APOSETC}{_ALNUM})?(?:{_ALNUM}+|{_NUMBER})"
-          rf"(?:{_HYPHEN}(?:[dDoOlL]{_APOSETC}{_ALNUM})?(?:{_ALNUM}+|{_NUM}))*")
+_SGML = (
+    r"<(?:[!?][A-Za-z-][^>\r\n]*|[A-Za-z][A-Za-z0-9_:.-]*(?:[ ]+(?:[A-Za-z][A-Za-z0-9_:.-]*[ ]*=[ ]*"
+    r"(?:'[^']*'|\"[^\"]*\"|[A-Za-z][A-Za-z0-9_:.-]*)|[A-Za-z][A-Za-z0-9_:.-]*))*[ ]*/?"
+    r"|/[A-Za-z][A-Za-z0-9_:.-]*)[ ]*>"
+)
+_THING = (
+    rf"(?:[dDoOlL]{_APOSETC}{_ALNUM})?(?:{_ALNUM}+|{_NUMBER})"
+    rf"(?:{_HYPHEN}(?:[dDoOlL]{_APOSETC}{_ALNUM})?(?:{_ALNUM}+|{_NUM}))*"
+)
 _HTHING = rf"{_ALNUM}(?:{_ALNUM}|[.,\u00AD])*(?:-(?:(?:{_ALNUM}|\u00AD)+(?:\.{_DIG}+)?|{_ACRO2}\.))+"
 _THING3 = r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}"
 _THINGA = r"[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+"
-_APOWORD = (rf"{_APOS}n{_APOS}?|[lLdDjJ]{_APOS}|(?i:dunkin|somethin|ol){_APOS}|{_APOS}(?i:em)"
-            rf"|(?i:diff){_APOSETC}(?i:rent)|[A-HJ-XZn]{_APOSETC}{_LET}{{2}}{_LET}*|{_APOS}[2-9]0(?i:s)"
-            rf"|{_APOS}(?i:till?)"
-            rf"|{_LET}+[aeiouyAEIOUY]{_APOSETC}[aeiouA-Z]{_LET}*|{_APOS}(?i:cause)|(?i:cont'd\.?|nor'easter|c'mon"
-            rf"|e'er|s'mores|ev'ry|li'l|nat'l)|O{_APOSETC}o")
+_APOWORD = (
+    rf"{_APOS}n{_APOS}?|[lLdDjJ]{_APOS}|(?i:dunkin|somethin|ol){_APOS}|{_APOS}(?i:em)"
+    rf"|(?i:diff){_APOSETC}(?i:rent)|[A-HJ-XZn]{_APOSETC}{_LET}{{2}}{_LET}*|{_APOS}[2-9]0(?i:s)"
+    rf"|{_APOS}(?i:till?)"
+    rf"|{_LET}+[aeiouyAEIOUY]{_APOSETC}[aeiouA-Z]{_LET}*|{_APOS}(?i:cause)|(?i:cont'd\.?|nor'easter|c'mon"
+    rf"|e'er|s'mores|ev'ry|li'l|nat'l)|O{_APOSETC}o"
+)
 _QUOTES = r"(?:[`\u2018-\u201F\u0091-\u0094\u2039\u203A\u00AB\u00BB]{1,2}|''|['\u0092]|&apos;)"
 _DBLQUOT = r"(?:\"|&quot;)"
 _INSENTP = r"[,;:\u3001]"
-_MISCSYMBOL = ("[+%&~^|\\\\\u00A6\u00A7\u00A8\u00A9\u00AC\u00AE\u00AF\u00B0-\u00BA\u00D7\u00F7\u0387\u05BE\u05C0\u05C3"
-               "\u05C6\u05F3\u05F4\u0600-\u0603\u0606-\u060A\u060C\u0614\u061B\u061E\u066A\u066D\u0703-\u070D"
-               "\u07F6-\u07F8\u0964\u0965\u0E4F\u1FBD\u2016\u2017\u2020-\u2025\u2030-\u2038\u203B\u203C\u203E-\u2044"
-               "\u207A-\u207F\u208A-\u208E\u2100-\u214F\u2190-\u21FF\u2200-\u2BFF\u3001-\u3006\u3008-\u3020\u30FB"
-               "\uFF01-\uFF0F\uFF1A-\uFF20\uFF3B-\uFF40\uFF5B-\uFF65]")
+_MISCSYMBOL = (
+    "[+%&~^|\\\\\u00a6\u00a7\u00a8\u00a9\u00ac\u00ae\u00af\u00b0-\u00ba\u00d7\u00f7\u0387\u05be\u05c0\u05c3"
+    "\u05c6\u05f3\u05f4\u0600-\u0603\u0606-\u060a\u060c\u0614\u061b\u061e\u066a\u066d\u0703-\u070d"
+    "\u07f6-\u07f8\u0964\u0965\u0e4f\u1fbd\u2016\u2017\u2020-\u2025\u2030-\u2038\u203b\u203c\u203e-\u2044"
+    "\u207a-\u207f\u208a-\u208e\u2100-\u214f\u2190-\u21ff\u2200-\u2bff\u3001-\u3006\u3008-\u3020\u30fb"
+    "\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
+)
 
 # ---- token rewriting (what the lexer's actions do to the matched text) ----
-_LEFT_SINGLE = re.compile("[\u0091\u2018\u201B\u2039]")
-_RIGHT_SINGLE = re.compile("[\u0092\u2019\u203A]")
-_LEFT_DOUBLE = re.compile("[\u0093\u201C\u00AB]")
-_RIGHT_DOUBLE = re.compile("[\u0094\u201D\u00BB]")
+_LEFT_SINGLE = re.compile("[\u0091\u2018\u201b\u2039]")
+_RIGHT_SINGLE = re.compile("[\u0092\u2019\u203a]")
+_LEFT_DOUBLE = re.compile("[\u0093\u201c\u00ab]")
+_RIGHT_DOUBLE = re.compile("[\u0094\u201d\u00bb]")
 
 
 def _latex_quotes(tok: str, left: bool) -> str:
     """Quote characters -> ``, `, '' or ' (PTB3 LaTeX style)."""
-    tok = re.sub("\"|&quot;", "``" if left else "''", tok)
+    tok = re.sub('"|&quot;', "``" if left else "''", tok)
     tok = re.sub("&apos;|'", "`" if left else "'", tok)
     tok = _LEFT_DOUBLE.sub("``", tok)
     tok = _RIGHT_DOUBLE.sub("''", tok)
@@ -120,15 +142,15 @@ def _latex_quotes(tok: str, left: bool) -> str:
 
 
 def _no_soft_hyphens(tok: str) -> str:
-    return tok.replace("\u00AD", "")
+    return tok.replace("\u00ad", "")
 
 
 def _number(tok: str) -> str:
-    return re.sub("[\u00AD\u066C\u2009\u202F]", "", tok)
+    return re.sub("[\u00ad\u066c\u2009\u202f]", "", tok)
 
 
-_CURRENCY = {"\u00A2": "cents", "\u00A3": "#", "\u0080": "$", "\u00A4": "$", "\u20A0": "$", "\u20AC": "$"}
-_FRACTIONS = {"\u00BC": "1/4", "\u00BD": "1/2", "\u00BE": "3/4", "\u2153": "1/3", "\u2154": "2/3"}
+_CURRENCY = {"\u00a2": "cents", "\u00a3": "#", "\u0080": "$", "\u00a4": "$", "\u20a0": "$", "\u20ac": "$"}
+_FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3"}
 _BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
 
 
@@ -167,7 +189,7 @@ _R: list[tuple[str, Action]] = [
     (r"(?P<tok>(?i:c\+\+|[cf]#))", _emit()),
     (r"(?P<tok>(?i:cannot|'twas))", _pushback(3)),
     (rf"(?P<tok>{_APOS}(?i:tis)|(?i:gonna|gotta|lemme|gimme|wanna|nno))", _pushback(2)),
-    (rf"(?P<tok>{_SGML})", _emit(lambda t: re.sub("[ \r\n]", "\u00A0", t))),
+    (rf"(?P<tok>{_SGML})", _emit(lambda t: re.sub("[ \r\n]", "\u00a0", t))),
     (r"(?P<tok>&(?i:md|mdash|ndash);|[\u0096\u0097\u2013\u2014\u2015])", _emit(lambda t: "--")),
     (r"(?P<tok>(?i:&amp;))", _emit(lambda t: "&")),
     (r"(?P<tok>&(?:HT|TL|UR|LR|QC|QL|QR|odq|cdq|#[0-9]+);)", _emit()),
@@ -176,27 +198,43 @@ _R: list[tuple[str, Action]] = [
     (rf"(?P<tok>{_WORD})", _emit(_no_soft_hyphens)),
     (rf"(?P<tok>{_APOWORD})", _emit()),
     (rf"(?P<tok>y{_APOS})(?P<ctx>{_LET})", _emit()),
-    (r"(?P<tok>(?i:ftp|svn|svn\+ssh|http|https|mailto)://[^ \t\n\f\r\"<>|(){}\[\]]+"
-     r"[^ \t\n\f\r\"'<>|.!?(){},;:&\[\]-])", _emit()),
-    (r"(?P<tok>(?:(?i:www)\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4}|(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
-     r"(?i:com|net|org|edu))(?:/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?)", _emit()),
-    (r"(?P<tok>[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00A0{}]*@(?:[^ \t\n\f\r\"<>|(){}.\u00A0]+\.)*"
-     r"[^ \t\n\f\r\"<>|(){}\[\].,;:\u00A0]+)", _emit()),
+    (
+        r"(?P<tok>(?i:ftp|svn|svn\+ssh|http|https|mailto)://[^ \t\n\f\r\"<>|(){}\[\]]+"
+        r"[^ \t\n\f\r\"'<>|.!?(){},;:&\[\]-])",
+        _emit(),
+    ),
+    (
+        r"(?P<tok>(?:(?i:www)\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4}|(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
+        r"(?i:com|net|org|edu))(?:/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?)",
+        _emit(),
+    ),
+    (
+        r"(?P<tok>[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00A0{}]*@(?:[^ \t\n\f\r\"<>|(){}.\u00A0]+\.)*"
+        r"[^ \t\n\f\r\"<>|(){}\[\].,;:\u00A0]+)",
+        _emit(),
+    ),
     (rf"(?P<tok>[@\uFF20][a-zA-Z_][a-zA-Z_0-9]*|[#\uFF03]{_LET}+)", _emit()),
     (rf"(?P<tok>{_REDAUX})(?P<ctx>[^A-Za-z])", _emit(lambda t: _latex_quotes(t, False))),
     (rf"(?P<tok>{_SREDAUX})(?P<ctx>[^A-Za-z])", _emit(lambda t: _latex_quotes(t, False))),
     (rf"(?P<tok>{_DIG}{{1,2}}[-/]{_DIG}{{1,2}}[-/]{_DIG}{{2,4}})", _emit()),
     (rf"(?P<tok>{_NUMBER})", _emit(_number)),
     (r"(?P<tok>[\u207A\u207B\u208A\u208B]?(?:[\u2070\u00B9\u00B2\u00B3\u2074-\u2079]+|[\u2080-\u2089]+))", _emit()),
-    (rf"(?P<tok>(?:{_DIG}{{1,4}}[- \u00A0])?{_DIG}{{1,4}}(?:\\?/|\u2044){_DIG}{{1,4}})",
-     _emit(lambda t: t.replace(" ", "\u00A0"))),
+    (
+        rf"(?P<tok>(?:{_DIG}{{1,4}}[- \u00A0])?{_DIG}{{1,4}}(?:\\?/|\u2044){_DIG}{{1,4}})",
+        _emit(lambda t: t.replace(" ", "\u00a0")),
+    ),
     (r"(?P<tok>[\u00BC\u00BD\u00BE\u2153-\u215E])", _emit(lambda t: _FRACTIONS.get(t, t))),
-    (rf"(?P<tok>-(?i:rrb|lrb|rcb|lcb|rsb|lsb)-|(?i:c\.d\.s|pro-|anti-|s(?:&|&amp;)p-500|s(?:&|&amp;)ls|cap{_APOS}n"
-     rf"|c{_APOS}est))", _emit(lambda t: re.sub("(?i)&amp;", "&", t))),
+    (
+        rf"(?P<tok>-(?i:rrb|lrb|rcb|lcb|rsb|lsb)-|(?i:c\.d\.s|pro-|anti-|s(?:&|&amp;)p-500|s(?:&|&amp;)ls|cap{_APOS}n"
+        rf"|c{_APOS}est))",
+        _emit(lambda t: re.sub("(?i)&amp;", "&", t)),
+    ),
     (rf"(?P<tok>{_THING3})", _emit()),
     (r"(?P<tok>[A-Z]*\$|#)", _emit()),
-    (r"(?P<tok>[\u00A2\u00A3\u00A4\u00A5\u0080\u20A0\u20AA\u20AC\u20B9\u060B\u0E3F\u20A4\uFFE0\uFFE1\uFFE5\uFFE6])",
-     _emit(lambda t: _CURRENCY.get(t, t))),
+    (
+        r"(?P<tok>[\u00A2\u00A3\u00A4\u00A5\u0080\u20A0\u20AA\u20AC\u20B9\u060B\u0E3F\u20A4\uFFE0\uFFE1\uFFE5\uFFE6])",
+        _emit(lambda t: _CURRENCY.get(t, t)),
+    ),
     (rf"(?P<tok>{_ACRO}\.)(?P<ctx>{_SPACENL}+(?:{_SENT_STARTER}|{_SGML})(?:{_SPACENL}|[?!]))", _acronym),
     (rf"(?P<tok>{_ABBREV3})(?P<ctx>{_SPACENL}?{_DIG})", _emit()),
     (rf"(?P<tok>(?i:so|no)\.)(?P<ctx>{_SPACENL}+(?i:africa|korea|cal))", _emit()),
@@ -209,8 +247,11 @@ _R: list[tuple[str, Action]] = [
     (rf"(?P<tok>{_ACRO})(?P<ctx>{_SPACENL})", _emit()),
     (rf"(?P<tok>{_APOS}[0-9][0-9])(?P<ctx>{_SPACENL})", _emit()),
     (rf"(?P<tok>{_WORD}\.)(?P<ctx>{_INSENTP})", _emit(_no_soft_hyphens)),
-    (r"(?P<tok>(?:\([0-9]{2,3}\)[ \u00A0]?|(?:\+\+?)?(?:[0-9]{2,4}[- \u00A0])?[0-9]{2,4}[- \u00A0])[0-9]{3,4}"
-     r"[- \u00A0]?[0-9]{3,5})", _emit(lambda t: _parens(t.replace(" ", "\u00A0")))),
+    (
+        r"(?P<tok>(?:\([0-9]{2,3}\)[ \u00A0]?|(?:\+\+?)?(?:[0-9]{2,4}[- \u00A0])?[0-9]{2,4}[- \u00A0])[0-9]{3,4}"
+        r"[- \u00A0]?[0-9]{3,5})",
+        _emit(lambda t: _parens(t.replace(" ", "\u00a0"))),
+    ),
     (rf"(?P<tok>{_DBLQUOT})(?P<ctx>[^\W_]|\$)", _emit(lambda t: _latex_quotes(t, True))),
     (rf"(?P<tok>{_DBLQUOT})", _emit(lambda t: _latex_quotes(t, False))),
     (r"(?P<tok>\x7f)", _drop),
@@ -315,6 +356,6 @@ def tokenize(captions: Mapping[K, Sequence[str]]) -> dict[K, list[str]]:
     out: dict[K, list[str]] = {}
     i = 0
     for key, caps in captions.items():
-        out[key] = flat[i:i + len(caps)]
+        out[key] = flat[i : i + len(caps)]
         i += len(caps)
     return out

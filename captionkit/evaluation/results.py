@@ -4,13 +4,15 @@ References come from a COCO annotations file (`{"annotations": [{"image_id", "ca
 any dataset captionkit reads (captionkit.data.formats.load_dataset) and one of its splits. Image ids are compared as
 strings, so the integer ids of COCO files match the string ids of datasets.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from captionkit.data.records import DatasetError
 
@@ -43,8 +45,10 @@ def _load_json_or_jsonl(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); expected COCO results "
-                           '[{"image_id": ..., "caption": ...}] or JSONL of the same') from exc
+        raise DatasetError(
+            f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); expected COCO results "
+            '[{"image_id": ..., "caption": ...}] or JSONL of the same'
+        ) from exc
 
 
 def read_candidates(path: str | os.PathLike) -> dict[str, str]:
@@ -54,21 +58,23 @@ def read_candidates(path: str | os.PathLike) -> dict[str, str]:
     if isinstance(rows, dict) and isinstance(rows.get("annotations"), list):
         rows = rows["annotations"]
     if not isinstance(rows, list):
-        raise DatasetError(f"{path}: expected COCO results, a list of {{\"image_id\": ..., \"caption\": ...}}")
+        raise DatasetError(f'{path}: expected COCO results, a list of {{"image_id": ..., "caption": ...}}')
     out: dict[str, str] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or "image_id" not in row or not isinstance(row.get("caption"), str):
-            raise DatasetError(f"{path}: entry {i} is not {{\"image_id\": ..., \"caption\": \"...\"}}: {row!r:.80}")
+            raise DatasetError(f'{path}: entry {i} is not {{"image_id": ..., "caption": "..."}}: {row!r:.80}')
         key = str(row["image_id"])
         if key in out:
-            raise DatasetError(f"{path}: entry {i}: image id {key!r} has a second caption; COCO results have one "
-                               "caption per image")
+            raise DatasetError(
+                f"{path}: entry {i}: image id {key!r} has a second caption; COCO results have one caption per image"
+            )
         out[key] = row["caption"]
     return out
 
 
-def read_references(path: str | os.PathLike, split: str | None = "test",
-                    images: str | os.PathLike | None = None) -> References:
+def read_references(
+    path: str | os.PathLike, split: str | None = "test", images: str | os.PathLike | None = None
+) -> References:
     """References from a COCO annotations JSON (all its images; `split` is not used) or a dataset + split.
 
     `images`: a folder that holds the images (overrides the dataset's own image paths) for CLIPScore."""
@@ -93,18 +99,26 @@ def _coco_references(path: Path, data: dict[str, Any], image_dir: Path | None) -
     captions: dict[str, list[str]] = {}
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
-            raise DatasetError(f"{path}: annotations[{i}] is not {{\"image_id\": ..., \"caption\": \"...\"}}")
+            raise DatasetError(f'{path}: annotations[{i}] is not {{"image_id": ..., "caption": "..."}}')
         captions.setdefault(str(ann["image_id"]), []).append(ann["caption"])
-    names = {str(im["id"]): im["file_name"] for im in data.get("images", [])
-             if isinstance(im, dict) and "id" in im and "file_name" in im}
+    names = {
+        str(im["id"]): im["file_name"]
+        for im in data.get("images", [])
+        if isinstance(im, dict) and "id" in im and "file_name" in im
+    }
     paths = {}
     if image_dir is not None:
         paths = {key: image_dir / names.get(key, key) for key in captions}
     return References(captions, paths, str(path))
 
 
-def match_ids(references: Mapping[str, Any], candidates: Mapping[str, Any], ref_name: str, cand_name: str,
-              allow_missing: bool = False) -> tuple[list[str], str | None]:
+def match_ids(
+    references: Mapping[str, Any],
+    candidates: Mapping[str, Any],
+    ref_name: str,
+    cand_name: str,
+    allow_missing: bool = False,
+) -> tuple[list[str], str | None]:
     """The ids to score (the references' order) and a warning, or DatasetError when the id sets differ.
 
     With allow_missing the ids in both files are scored and the warning says what was left out."""
@@ -115,11 +129,13 @@ def match_ids(references: Mapping[str, Any], candidates: Mapping[str, Any], ref_
         return common, None
     parts = []
     if only_ref:
-        parts.append(f"{len(only_ref)} image id(s) in {ref_name} have no caption in {cand_name}, "
-                     f"e.g. {', '.join(only_ref[:3])}")
+        parts.append(
+            f"{len(only_ref)} image id(s) in {ref_name} have no caption in {cand_name}, e.g. {', '.join(only_ref[:3])}"
+        )
     if only_cand:
-        parts.append(f"{len(only_cand)} image id(s) in {cand_name} are not in {ref_name}, "
-                     f"e.g. {', '.join(only_cand[:3])}")
+        parts.append(
+            f"{len(only_cand)} image id(s) in {cand_name} are not in {ref_name}, e.g. {', '.join(only_cand[:3])}"
+        )
     message = "; ".join(parts)
     if not allow_missing:
         raise DatasetError(f"{message} (pass --allow-missing to score the {len(common)} image(s) in both)")

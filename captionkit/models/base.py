@@ -1,9 +1,11 @@
 """The contracts every captioning model honours: a training forward (batch -> logits and loss) and a decoding step
 (start state from image features, step(tokens, state) -> logits, state)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -74,12 +76,12 @@ class CaptionModel(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def build(cls, config: Any, pretrained: bool = True) -> "CaptionModel":
+    def build(cls, config: Any, pretrained: bool = True) -> CaptionModel:
         """The model for `config`; subclasses that load pretrained parts (GPT-2 by hub id) override this."""
         return cls(config)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters the optimizer gets: frozen parts have requires_grad=False and are left out (no optimizer state)."""
+        """Parameters the optimizer gets: frozen parts (requires_grad=False) are left out and get no optimizer state."""
         return [p for p in self.parameters() if p.requires_grad]
 
 
@@ -88,8 +90,9 @@ def caption_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
-def sequence_log_probs(model: nn.Module, features: Tensor, input_ids: Tensor, mask: Tensor,
-                       entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+def sequence_log_probs(
+    model: nn.Module, features: Tensor, input_ids: Tensor, mask: Tensor, entropy: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """Teacher-forced log-probabilities of given captions, with gradients (self-critical training, reranking).
 
     features (B, *feature_shape), input_ids (B, T) caption ids (+ EOS where the caption ended), mask (B, T) 1 on

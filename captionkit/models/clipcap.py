@@ -1,9 +1,11 @@
 """ClipCap (Mokady et al. 2021): a mapping network turns a CLIP image embedding into k GPT-2 prefix embeddings."""
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +131,7 @@ class TransformerMapper(nn.Module):
         projected = self.linear(x).view(b, self.clip_length, -1)  # (B, clip_length, E)
         const = self.prefix_const.unsqueeze(0).expand(b, -1, -1)  # (B, k, E)
         out = self.transformer(torch.cat([projected, const], dim=1))
-        return out[:, self.clip_length:].reshape(b, -1)  # (B, k*E)
+        return out[:, self.clip_length :].reshape(b, -1)  # (B, k*E)
 
 
 MAPPERS: dict[str, type[nn.Module]] = {"mlp": MLPMapper, "transformer": TransformerMapper}
@@ -158,7 +160,7 @@ class ClipCapModel(CaptionModel):
             self.gpt.eval()
 
     @classmethod
-    def build(cls, config: ClipCapConfig, pretrained: bool = True) -> "ClipCapModel":
+    def build(cls, config: ClipCapConfig, pretrained: bool = True) -> ClipCapModel:
         """GPT-2 weights from the hub id / directory when `pretrained`; else from `gpt2_config` (random init)."""
         return cls(config, gpt=hf.load_gpt2(config.gpt2, pretrained=pretrained, config=config.gpt2_config))
 
@@ -172,14 +174,18 @@ class ClipCapModel(CaptionModel):
         elif config.tokenizer or not hf.resolve_source(config.gpt2).is_config:
             tokenizer = hf.GPT2BPETokenizer.from_pretrained(config.tokenizer or config.gpt2)
         else:
-            raise ConfigError(f"model (clipcap).tokenizer: GPT-2 source {config.gpt2!r} is a bare config with no "
-                              f"tokenizer files; set it to a GPT-2 tokenizer dir or hub id, or to {TRAIN_BPE!r}")
+            raise ConfigError(
+                f"model (clipcap).tokenizer: GPT-2 source {config.gpt2!r} is a bare config with no "
+                f"tokenizer files; set it to a GPT-2 tokenizer dir or hub id, or to {TRAIN_BPE!r}"
+            )
         if tokenizer.vocab_size > vocab_size:
-            raise ConfigError(f"model (clipcap).tokenizer has {tokenizer.vocab_size} tokens but GPT-2 "
-                              f"({config.gpt2}) has vocab_size {vocab_size}: ids would not fit")
+            raise ConfigError(
+                f"model (clipcap).tokenizer has {tokenizer.vocab_size} tokens but GPT-2 "
+                f"({config.gpt2}) has vocab_size {vocab_size}: ids would not fit"
+            )
         return tokenizer
 
-    def train(self, mode: bool = True) -> "ClipCapModel":
+    def train(self, mode: bool = True) -> ClipCapModel:
         super().train(mode)
         if self.config.freeze_gpt2:
             self.gpt.eval()  # a frozen GPT-2 has no dropout, as in the original ClipCaptionPrefix
@@ -188,8 +194,10 @@ class ClipCapModel(CaptionModel):
     def prefix(self, features: Tensor) -> Tensor:
         """(B, D) CLIP embeddings -> (B, k, E) GPT-2 prefix embeddings."""
         if features.size(-1) != self.config.clip_dim:
-            raise ConfigError(f"image features have size {features.size(-1)} but model (clipcap).clip_dim is "
-                              f"{self.config.clip_dim}: the encoder does not match the model")
+            raise ConfigError(
+                f"image features have size {features.size(-1)} but model (clipcap).clip_dim is "
+                f"{self.config.clip_dim}: the encoder does not match the model"
+            )
         x = features.reshape(features.size(0), -1).to(self.clip_project_dtype)
         if self.config.normalize_prefix:
             x = x / x.norm(dim=-1, keepdim=True)
@@ -211,7 +219,7 @@ class ClipCapModel(CaptionModel):
             mask = torch.cat([mask.new_ones(b, k), mask], dim=1).long()  # (B, k+T): the prefix is always seen
         hidden, _ = hf.gpt2_hidden(self.gpt, embeds, attention_mask=mask)
         # Position k-1+t reads the last prefix slot (t=0) or token t-1, so it scores token t.
-        logits = hf.gpt2_logits(self.gpt, hidden[:, k - 1:k - 1 + t])  # (B, T, V)
+        logits = hf.gpt2_logits(self.gpt, hidden[:, k - 1 : k - 1 + t])  # (B, T, V)
         return ModelOutput(logits=logits, loss=caption_loss(logits, labels) if labels is not None else None)
 
     def start(self, features: Tensor) -> tuple[Tensor, Any]:

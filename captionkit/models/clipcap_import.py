@@ -1,4 +1,5 @@
 """Convert checkpoints written by the original ClipCap code (rmokady/CLIP_prefix_caption) into ClipCapModels."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,9 @@ def read_clipcap_state_dict(path: str | Path) -> dict[str, Tensor]:
     except Exception as exc:  # unpickling errors come in many types; all mean "not a plain tensor checkpoint"
         raise CheckpointError(f"{path}: cannot be read as a plain PyTorch state_dict ({exc})") from exc
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors) as the original "
-                              "ClipCap train.py writes it")
+        raise CheckpointError(
+            f"{path}: expected a state_dict (a mapping of names to tensors) as the original ClipCap train.py writes it"
+        )
     return {k: v for k, v in state.items() if not _LEGACY_BUFFER.match(k)}
 
 
@@ -41,17 +43,23 @@ def convert_clipcap_checkpoint(path: str | Path, config: ClipCapConfig) -> ClipC
     expected = model.state_dict()
     for key, ours in expected.items():
         if key not in state:
-            raise CheckpointError(f"{path}: key {key} (shape {tuple(ours.shape)}) is missing from the checkpoint; "
-                                  f"does it match --mapping {config.mapping}, --num-layers and the GPT-2 config?")
+            raise CheckpointError(
+                f"{path}: key {key} (shape {tuple(ours.shape)}) is missing from the checkpoint; "
+                f"does it match --mapping {config.mapping}, --num-layers and the GPT-2 config?"
+            )
         if state[key].shape != ours.shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(state[key].shape)} in the checkpoint but "
-                                  f"{tuple(ours.shape)} in the stated architecture (mapping={config.mapping}, "
-                                  f"prefix_length={config.prefix_length}, clip_length={config.clip_length}, "
-                                  f"num_layers={config.num_layers}, prefix dim={config.clip_dim}, gpt2={config.gpt2})")
+            raise CheckpointError(
+                f"{path}: {key} has shape {tuple(state[key].shape)} in the checkpoint but "
+                f"{tuple(ours.shape)} in the stated architecture (mapping={config.mapping}, "
+                f"prefix_length={config.prefix_length}, clip_length={config.clip_length}, "
+                f"num_layers={config.num_layers}, prefix dim={config.clip_dim}, gpt2={config.gpt2})"
+            )
     extra = [key for key in state if key not in expected]  # in the checkpoint's own order
     if extra:
-        raise CheckpointError(f"{path}: key {extra[0]} (shape {tuple(state[extra[0]].shape)}) is in the checkpoint "
-                              f"but not in the stated architecture ({len(extra)} such keys); check --mapping, "
-                              "--num-layers and the GPT-2 config")
+        raise CheckpointError(
+            f"{path}: key {extra[0]} (shape {tuple(state[extra[0]].shape)}) is in the checkpoint "
+            f"but not in the stated architecture ({len(extra)} such keys); check --mapping, "
+            "--num-layers and the GPT-2 config"
+        )
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -1,4 +1,5 @@
 """Image encoders behind one interface (image -> features), built from a spec string `KIND:SOURCE`."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,10 @@ class ImageEncoder(nn.Module):
 def parse_spec(spec: str) -> tuple[str, str]:
     kind, sep, source = spec.partition(":")
     if not sep:
-        raise ValueError(f"encoder spec {spec!r}: expected KIND:SOURCE, e.g. clip:openai/clip-vit-base-patch32 "
-                         f"or vgg16:fc2; kinds: {', '.join(encoder_kinds())}")
+        raise ValueError(
+            f"encoder spec {spec!r}: expected KIND:SOURCE, e.g. clip:openai/clip-vit-base-patch32 "
+            f"or vgg16:fc2; kinds: {', '.join(encoder_kinds())}"
+        )
     return kind, source
 
 
@@ -68,7 +71,7 @@ def relative_spec(spec: str | None, base: str | Path) -> str | None:
     if not Path(tail).is_absolute():
         return spec
     relative = os.path.relpath(tail, Path(base).resolve())
-    if relative.split(os.sep)[:MAX_UP + 1].count("..") > MAX_UP:
+    if relative.split(os.sep)[: MAX_UP + 1].count("..") > MAX_UP:
         return spec
     return f"{kind}:{prefix}{relative if relative.startswith('..') else './' + relative}"
 

@@ -1,14 +1,17 @@
-"""The transformers seam: every GPT-2 and CLIP call of captionkit lives here (transformers' API moves between versions)."""
+"""The transformers seam: every GPT-2 and CLIP call of captionkit lives here (transformers' API moves between
+versions)."""
+
 from __future__ import annotations
 
 import inspect
 import json
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -51,17 +54,21 @@ def resolve_source(source: str) -> HFSource:
     if shipped is not None:
         return HFSource(str(shipped))
     if source.startswith(PACKAGED_PREFIX):
-        name = source[len(PACKAGED_PREFIX):]
+        name = source[len(PACKAGED_PREFIX) :]
         if name not in packaged_configs():
-            raise UnknownNameError(f"unknown packaged config {source!r}; valid: "
-                                   f"{', '.join(PACKAGED_PREFIX + n for n in packaged_configs())}")
+            raise UnknownNameError(
+                f"unknown packaged config {source!r}; valid: "
+                f"{', '.join(PACKAGED_PREFIX + n for n in packaged_configs())}"
+            )
         text = resources.files("captionkit.presets").joinpath("hf", f"{name}.json").read_text(encoding="utf-8")
         return HFSource(source, json.loads(text))
     if source.endswith(".json"):
         path = Path(source)
         if not path.is_file():
-            raise ConfigError(f"{source}: config file not found (a .json source is an architecture config for a "
-                              "randomly initialised model; give a hub id or a directory for pretrained weights)")
+            raise ConfigError(
+                f"{source}: config file not found (a .json source is an architecture config for a "
+                "randomly initialised model; give a hub id or a directory for pretrained weights)"
+            )
         try:
             return HFSource(source, json.loads(path.read_text(encoding="utf-8")))
         except json.JSONDecodeError as exc:
@@ -81,9 +88,11 @@ def _from_pretrained(cls: Any, source: str, what: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(source, **kwargs)
     except OSError as exc:  # not a directory, not on the hub, or offline
         reason = " ".join(str(exc).split())  # one line: the CLI prints user errors as one line
-        raise ConfigError(f"{what} {source!r}: cannot load ({reason}). Give a local directory written by "
-                          "save_pretrained, a hub id (needs network or the hub cache), a config .json, or "
-                          f"one of {', '.join(PACKAGED_PREFIX + n for n in packaged_configs())}") from None
+        raise ConfigError(
+            f"{what} {source!r}: cannot load ({reason}). Give a local directory written by "
+            "save_pretrained, a hub id (needs network or the hub cache), a config .json, or "
+            f"one of {', '.join(PACKAGED_PREFIX + n for n in packaged_configs())}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------------------------------- GPT-2
@@ -133,15 +142,16 @@ def gpt2_logits(model: nn.Module, hidden: Tensor) -> Tensor:
     return model.get_output_embeddings()(hidden)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cache_kwarg(model_cls: type) -> str:
     """transformers 5 renames `past_key_values` to `cache`: use whichever this version's forward takes."""
     params = inspect.signature(model_cls.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
-def gpt2_hidden(model: nn.Module, inputs_embeds: Tensor, attention_mask: Tensor | None = None,
-                cache: Any = None) -> tuple[Tensor, Any]:
+def gpt2_hidden(
+    model: nn.Module, inputs_embeds: Tensor, attention_mask: Tensor | None = None, cache: Any = None
+) -> tuple[Tensor, Any]:
     """Run GPT-2's transformer on (B, T, E) embeddings -> ((B, T, E) final hidden states, cache).
 
     With `cache` (from `new_kv_cache`) the keys/values of these positions are appended to it, in place, and
@@ -150,8 +160,13 @@ def gpt2_hidden(model: nn.Module, inputs_embeds: Tensor, attention_mask: Tensor 
     """
     body = model.transformer  # GPT2Model: hidden states only, the LM head runs on the positions that need it
     kwargs = {_cache_kwarg(type(body)): cache} if cache is not None else {}
-    out = body(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=cache is not None,
-               return_dict=True, **kwargs)
+    out = body(
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        use_cache=cache is not None,
+        return_dict=True,
+        **kwargs,
+    )
     new_cache = out.cache if hasattr(out, "cache") else out.past_key_values
     return out.last_hidden_state, new_cache
 
@@ -208,7 +223,7 @@ class GPT2BPETokenizer:
         self._tok.backend_tokenizer.model.save(str(directory))
 
     @classmethod
-    def from_pretrained(cls, source: str) -> "GPT2BPETokenizer":
+    def from_pretrained(cls, source: str) -> GPT2BPETokenizer:
         """From a directory holding vocab.json + merges.txt, or a hub id."""
         from transformers import GPT2TokenizerFast
 
@@ -221,7 +236,7 @@ class GPT2BPETokenizer:
         return cls(_from_pretrained(GPT2TokenizerFast, source, "GPT-2 tokenizer"))
 
     @classmethod
-    def train(cls, captions: Iterable[str], vocab_size: int) -> "GPT2BPETokenizer":
+    def train(cls, captions: Iterable[str], vocab_size: int) -> GPT2BPETokenizer:
         """A byte-level BPE of at most `vocab_size` tokens learnt from `captions` (deterministic), with GPT-2's
         pre-tokenisation and EOS, so a tiny GPT-2 gets ids < its vocab size that decode to real words."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -229,8 +244,12 @@ class GPT2BPETokenizer:
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[EOS_TOKEN],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         tok.train_from_iterator(list(captions), trainer)
         with tempfile.TemporaryDirectory() as tmp:  # reload through the same path a saved model dir takes
             tok.model.save(tmp)
@@ -241,9 +260,11 @@ class GPT2BPETokenizer:
 def _image_processor_class() -> type:
     try:  # transformers 5: the PIL backend (the default one needs torchvision)
         from transformers import CLIPImageProcessorPil
+
         return CLIPImageProcessorPil
     except ImportError:  # transformers 4
         from transformers import CLIPImageProcessor
+
         return CLIPImageProcessor
 
 
@@ -257,8 +278,9 @@ def new_clip_model(config: dict[str, Any]) -> nn.Module:
 
 def new_clip_image_processor(image_size: int) -> Any:
     """CLIP's preprocessing (resize shortest side, centre crop, CLIP mean/std) at `image_size` pixels."""
-    return _image_processor_class()(size={"shortest_edge": image_size},
-                                    crop_size={"height": image_size, "width": image_size})
+    return _image_processor_class()(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
 
 
 def clip_tokenizer(source: str) -> Any:
@@ -325,7 +347,7 @@ def clip_preprocess(image_processor: Any, image: Image.Image) -> Tensor:
 
 
 def _embeds(output: Any) -> Tensor:
-    """transformers 5 returns an output object from get_*_features (the projection in `.pooler_output`); 4.x a tensor."""
+    """transformers 5 returns an output object from get_*_features (projection in `.pooler_output`); 4.x a tensor."""
     return output if isinstance(output, Tensor) else output.pooler_output
 
 
@@ -346,9 +368,23 @@ def clip_text_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def clip_vision_config(model: nn.Module) -> dict[str, Any]:
     """The vision tower's architecture as a CLIPVisionConfig dict (to build another CLIP around the same tower)."""
-    return {k: v for k, v in model.config.vision_config.to_dict().items()
-            if k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
-                     "patch_size", "num_channels", "hidden_act", "layer_norm_eps", "projection_dim")}
+    return {
+        k: v
+        for k, v in model.config.vision_config.to_dict().items()
+        if k
+        in (
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "hidden_act",
+            "layer_norm_eps",
+            "projection_dim",
+        )
+    }
 
 
 def copy_clip_image_side(source: nn.Module, target: nn.Module) -> None:
@@ -357,8 +393,9 @@ def copy_clip_image_side(source: nn.Module, target: nn.Module) -> None:
     target.visual_projection.load_state_dict(source.visual_projection.state_dict())
 
 
-def clip_contrastive_loss_from_image_embeds(model: nn.Module, image_embeds: Tensor, input_ids: Tensor,
-                                            attention_mask: Tensor | None = None) -> Tensor:
+def clip_contrastive_loss_from_image_embeds(
+    model: nn.Module, image_embeds: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
+) -> Tensor:
     """CLIP's symmetric InfoNCE loss with the image embeddings given (a locked image side computes them once):
     cosine similarities scaled by the learnt temperature, pairs on the diagonal."""
     text = nn.functional.normalize(clip_text_embeds(model, input_ids, attention_mask), dim=-1)
@@ -373,11 +410,11 @@ def clip_text_embeds(model: nn.Module, input_ids: Tensor, attention_mask: Tensor
     return _embeds(model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
 
-def clip_contrastive_loss(model: nn.Module, pixel_values: Tensor, input_ids: Tensor,
-                          attention_mask: Tensor | None = None) -> Tensor:
+def clip_contrastive_loss(
+    model: nn.Module, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None
+) -> Tensor:
     """CLIP's symmetric image-text InfoNCE loss over the batch (pairs on the diagonal), with its learnt scale."""
-    return model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
-                 return_loss=True).loss
+    return model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask, return_loss=True).loss
 
 
 class CLIPImageEncoder(ImageEncoder):

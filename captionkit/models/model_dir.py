@@ -1,4 +1,5 @@
 """Self-describing model directories: config.json + model.safetensors + tokenizer files, one loader."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,13 @@ def model_config_data(model: CaptionModel) -> dict[str, Any]:
     return {"type": model.model_type, **to_dict(model.config)}
 
 
-def save_model_dir(directory: str | Path, model: CaptionModel, tokenizer: TextTokenizer,
-                   encoder: str | None, extra: dict[str, Any] | None = None) -> Path:
+def save_model_dir(
+    directory: str | Path,
+    model: CaptionModel,
+    tokenizer: TextTokenizer,
+    encoder: str | None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a model directory atomically: built in a temporary sibling, then renamed into place."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -72,11 +78,15 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not directory.is_dir():
-        raise ModelDirError(f"{directory}: not a directory; expected a captionkit model directory "
-                            f"({CONFIG_NAME} + {WEIGHTS_NAME} + tokenizer files)")
+        raise ModelDirError(
+            f"{directory}: not a directory; expected a captionkit model directory "
+            f"({CONFIG_NAME} + {WEIGHTS_NAME} + tokenizer files)"
+        )
     if not path.is_file():
-        raise ModelDirError(f"{path}: missing; {directory} is not a captionkit model directory "
-                            "(a training run keeps its model in RUN_DIR/model)")
+        raise ModelDirError(
+            f"{path}: missing; {directory} is not a captionkit model directory "
+            "(a training run keeps its model in RUN_DIR/model)"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -102,9 +112,16 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     except RuntimeError as exc:  # shape mismatches
         raise ModelDirError(f"{weights}: does not match the architecture in {CONFIG_NAME}: {exc}") from exc
     if missing or unexpected:
-        raise ModelDirError(f"{weights}: does not match the architecture in {CONFIG_NAME}: "
-                            f"missing keys {sorted(missing)[:5]}, unexpected keys {sorted(unexpected)[:5]}")
+        raise ModelDirError(
+            f"{weights}: does not match the architecture in {CONFIG_NAME}: "
+            f"missing keys {sorted(missing)[:5]}, unexpected keys {sorted(unexpected)[:5]}"
+        )
     tokenizer = get_tokenizer_class(config["tokenizer_type"]).from_pretrained(str(directory))
     model.to(device).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, encoder=absolute_spec(config.get("encoder"), directory),
-                       config=config, directory=directory)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        encoder=absolute_spec(config.get("encoder"), directory),
+        config=config,
+        directory=directory,
+    )

@@ -1,8 +1,10 @@
 """Show, Attend and Tell (Xu et al. 2015): a soft-attention LSTM decoder over the VGG16 conv5_3 grid."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -78,8 +80,12 @@ class ShowAttendTell(WordLSTMModel):
 
     def initial_state(self, features: Tensor) -> dict[str, Tensor]:
         mean = features.mean(dim=1)  # (B, C)
-        return {"h": self.init_h(mean), "c": self.init_c(mean), "features": features,
-                "feature_att": self.attention.feature_att(features)}
+        return {
+            "h": self.init_h(mean),
+            "c": self.init_c(mean),
+            "features": features,
+            "feature_att": self.attention.feature_att(features),
+        }
 
     def advance(self, word: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Embedded previous word (B, E) -> logits (B, V), attention (B, L) used for this word, next state."""

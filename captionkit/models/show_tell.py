@@ -1,9 +1,11 @@
 """The VGG16 + LSTM "merge" captioner of the Keras Flickr8k tutorials, trained with teacher forcing in one pass."""
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -23,15 +25,17 @@ class WordLSTMModel(CaptionModel):
     def __init__(self, config: Any, pretrained: bool = False) -> None:
         super().__init__(config)
         if config.vocab_size <= 0:
-            raise ConfigError(f"model ({self.model_type}).vocab_size is {config.vocab_size}: it comes from the word "
-                              "vocabulary; build the config with config_for_tokenizer(config, tokenizer)")
+            raise ConfigError(
+                f"model ({self.model_type}).vocab_size is {config.vocab_size}: it comes from the word "
+                "vocabulary; build the config with config_for_tokenizer(config, tokenizer)"
+            )
         self.image_encoder = build_finetune_encoder(config, pretrained) if config.finetune_encoder else None
         # A randomly initialised VGG's fc2 varies by ~0.005 between images: without a LayerNorm the image barely
         # reaches the decoder at the start of end-to-end training (set feature_norm for encoders trained from scratch)
         self.feature_norm = nn.LayerNorm(config.feature_dim) if config.feature_norm else nn.Identity()
 
     @classmethod
-    def build(cls, config: Any, pretrained: bool = True) -> "WordLSTMModel":
+    def build(cls, config: Any, pretrained: bool = True) -> WordLSTMModel:
         return cls(config, pretrained=pretrained)
 
     @classmethod
@@ -46,7 +50,7 @@ class WordLSTMModel(CaptionModel):
         """The config with the vocabulary's size and <bos> id filled in (presets leave vocab_size at 0)."""
         return dataclasses.replace(config, vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_token_id)
 
-    def train(self, mode: bool = True) -> "WordLSTMModel":
+    def train(self, mode: bool = True) -> WordLSTMModel:
         """A fully frozen encoder stays in eval mode (no dropout in its FC layers) while the decoder trains."""
         super().train(mode)
         if self.image_encoder is not None and not any(p.requires_grad for p in self.image_encoder.parameters()):
@@ -55,7 +59,7 @@ class WordLSTMModel(CaptionModel):
 
     @property
     def input_kind(self) -> str:
-        """"pixels" when the model fine-tunes its own encoder, else "features" (cached encoder outputs)."""
+        """ "pixels" when the model fine-tunes its own encoder, else "features" (cached encoder outputs)."""
         return "pixels" if self.image_encoder is not None else "features"
 
     def encode(self, features: Tensor) -> Tensor:
@@ -65,8 +69,10 @@ class WordLSTMModel(CaptionModel):
         if self.image_encoder is not None:
             features = self.image_encoder(features)
         if features.dim() != self.feature_rank or features.size(-1) != self.config.feature_dim:
-            raise ValueError(f"{self.model_type} expects {self.feature_hint.format(C=self.config.feature_dim)}, "
-                             f"got image features of shape {tuple(features.shape)}")
+            raise ValueError(
+                f"{self.model_type} expects {self.feature_hint.format(C=self.config.feature_dim)}, "
+                f"got image features of shape {tuple(features.shape)}"
+            )
         return self.feature_norm(features)
 
     def decoder_inputs(self, input_ids: Tensor) -> Tensor:
@@ -92,13 +98,17 @@ def build_finetune_encoder(config: Any, pretrained: bool) -> nn.Module:
     spec = config.finetune_encoder if pretrained else config.finetune_encoder.partition("@")[0]
     encoder = load_encoder(spec)
     if not hasattr(encoder, "set_trainable_blocks"):
-        raise ConfigError(f"model.finetune_encoder={config.finetune_encoder!r}: this encoder cannot be fine-tuned "
-                          "(only VGG encoders have trainable blocks); set it to null to train on cached features")
+        raise ConfigError(
+            f"model.finetune_encoder={config.finetune_encoder!r}: this encoder cannot be fine-tuned "
+            "(only VGG encoders have trainable blocks); set it to null to train on cached features"
+        )
     encoder.set_trainable_blocks(config.finetune_blocks)
     shape = tuple(encoder.feature_shape)
     if shape[-1] != config.feature_dim:
-        raise ConfigError(f"model.feature_dim={config.feature_dim} but encoder {config.finetune_encoder!r} gives "
-                          f"features of shape {shape}; set model.feature_dim={shape[-1]}")
+        raise ConfigError(
+            f"model.feature_dim={config.feature_dim} but encoder {config.finetune_encoder!r} gives "
+            f"features of shape {shape}; set model.feature_dim={shape[-1]}"
+        )
     return encoder
 
 
@@ -139,8 +149,9 @@ class ShowTellMerge(WordLSTMModel):
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
         self.embed_dropout = nn.Dropout(c.dropout)
         self.lstm = nn.LSTM(c.embed_dim, c.hidden_dim, num_layers=c.num_layers, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(c.hidden_dim, c.decoder_dim), nn.ReLU(),
-                                  nn.Linear(c.decoder_dim, c.vocab_size))
+        self.head = nn.Sequential(
+            nn.Linear(c.hidden_dim, c.decoder_dim), nn.ReLU(), nn.Linear(c.decoder_dim, c.vocab_size)
+        )
 
     def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
         image = self.image_proj(self.encode(batch["features"]))  # (B, H)

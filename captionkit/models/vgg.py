@@ -1,4 +1,5 @@
 """VGG16 in torchvision's exact module layout (its ImageNet weights load unchanged) and the VGG image encoder."""
+
 from __future__ import annotations
 
 import math
@@ -20,13 +21,33 @@ from captionkit.registry import UnknownNameError, register_encoder
 # The files behind torchvision's VGG16_Weights.IMAGENET1K_V1 and VGG16_BN_Weights.IMAGENET1K_V1; the hex part of
 # each name starts its SHA-256 (check_hash verifies it).
 # kind -> weights name -> URL; weights shipped in the package (the demo's) are listed in captionkit/pretrained
-PUBLISHED = {"vgg16": {"imagenet": "https://download.pytorch.org/models/vgg16-397923af.pth"},
-             "vgg16-bn": {"imagenet": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"}}
+PUBLISHED = {
+    "vgg16": {"imagenet": "https://download.pytorch.org/models/vgg16-397923af.pth"},
+    "vgg16-bn": {"imagenet": "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"},
+}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's configuration "D": conv widths, "M" = 2x2 max-pool; five blocks of 2, 2, 3, 3, 3 convolutions.
-VGG16_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
-                                       512, 512, 512, "M", 512, 512, 512, "M")
+VGG16_LAYOUT: tuple[int | str, ...] = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 FEATURE_KINDS = ("fc2", "conv5_3")
 
 
@@ -66,8 +87,16 @@ VARIANTS = {
     # 256-wide FC layers, 96 px (conv5_3 is a 6x6 grid of 128 channels, (36, 128): two cells a side for each cell of
     # the demo scenes' 3x3 grid), and one output per label of the demo's labelled scene stream
     # (data/scene_stream.py) instead of ImageNet's 1,000 classes. Trained on an endless stream: no dropout needed.
-    "vgg16-bn-small": VGGVariant(width_divisor=4, batch_norm=True, fc_width=256, num_classes=131, resize=96,
-                                 crop=96, dropout=0.0, fc_init_std=None),
+    "vgg16-bn-small": VGGVariant(
+        width_divisor=4,
+        batch_norm=True,
+        fc_width=256,
+        num_classes=131,
+        resize=96,
+        crop=96,
+        dropout=0.0,
+        fc_init_std=None,
+    ),
 }
 
 
@@ -91,8 +120,12 @@ class VGG16(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(variant.channels * 7 * 7, variant.fc_width), nn.ReLU(True), nn.Dropout(p=variant.dropout),
-            nn.Linear(variant.fc_width, variant.fc_width), nn.ReLU(True), nn.Dropout(p=variant.dropout),
+            nn.Linear(variant.channels * 7 * 7, variant.fc_width),
+            nn.ReLU(True),
+            nn.Dropout(p=variant.dropout),
+            nn.Linear(variant.fc_width, variant.fc_width),
+            nn.ReLU(True),
+            nn.Dropout(p=variant.dropout),
             nn.Linear(variant.fc_width, variant.num_classes),
         )
         self.variant = variant
@@ -142,8 +175,9 @@ def load_state(net: VGG16, state: dict[str, Tensor], source: str) -> None:
             state[key] = torch.zeros_like(tensor, device="cpu")
     check_state_dict(net, state, source)
     # assign=True: a network built on the meta device (no wasted random init) takes the loaded tensors as they are
-    net.load_state_dict({k: v if k.endswith("num_batches_tracked") else v.float() for k, v in state.items()},
-                        strict=True, assign=True)
+    net.load_state_dict(
+        {k: v if k.endswith("num_batches_tracked") else v.float() for k, v in state.items()}, strict=True, assign=True
+    )
 
 
 def read_weights(weights: str, kind: str) -> tuple[dict[str, Tensor], str]:
@@ -154,18 +188,28 @@ def read_weights(weights: str, kind: str) -> tuple[dict[str, Tensor], str]:
     shipped = packaged_path(kind, weights)
     if shipped is not None:
         if not shipped.is_file():
-            raise CheckpointError(f"{kind}@{weights}: the shipped weights {shipped} are missing from this install; "
-                                  "make them with `captionkit demo --pretrain-encoders`")
+            raise CheckpointError(
+                f"{kind}@{weights}: the shipped weights {shipped} are missing from this install; "
+                "make them with `captionkit demo --pretrain-encoders`"
+            )
         return _read_state(shipped), f"{kind}@{weights}"
     if weights in ("imagenet", "demo"):
-        named = ", ".join([*(f"{k}@{w}" for k, ws in PUBLISHED.items() for w in ws),
-                           *(f"{k}@{n}" for k, n in PACKAGED if k in VARIANTS)])
-        raise CheckpointError(f"{kind} has no published weights named {weights!r} (published: {named}); use "
-                              f"{kind}:FEATURE (random) or @PATH")
+        named = ", ".join(
+            [
+                *(f"{k}@{w}" for k, ws in PUBLISHED.items() for w in ws),
+                *(f"{k}@{n}" for k, n in PACKAGED if k in VARIANTS),
+            ]
+        )
+        raise CheckpointError(
+            f"{kind} has no published weights named {weights!r} (published: {named}); use "
+            f"{kind}:FEATURE (random) or @PATH"
+        )
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise CheckpointError(f"VGG weights file {path} does not exist; pass the path of a state-dict file such "
-                              f"as torchvision's vgg16-397923af.pth, or @imagenet to download it")
+        raise CheckpointError(
+            f"VGG weights file {path} does not exist; pass the path of a state-dict file such "
+            f"as torchvision's vgg16-397923af.pth, or @imagenet to download it"
+        )
     return _read_state(path), str(path)
 
 
@@ -173,8 +217,10 @@ def _fetch(url: str, kind: str) -> dict[str, Tensor]:
     try:
         return dict(torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True))
     except (OSError, RuntimeError) as exc:  # no network, or a download whose hash does not match
-        raise CheckpointError(f"could not fetch {kind} ImageNet weights from {url} ({exc}); download the file "
-                              f"elsewhere and pass its path: {kind}:fc2@/path/to/{url.rsplit('/', 1)[1]}") from exc
+        raise CheckpointError(
+            f"could not fetch {kind} ImageNet weights from {url} ({exc}); download the file "
+            f"elsewhere and pass its path: {kind}:fc2@/path/to/{url.rsplit('/', 1)[1]}"
+        ) from exc
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:
@@ -184,6 +230,7 @@ def _read_state(path: Path) -> dict[str, Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
+
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
@@ -193,16 +240,21 @@ def _read_state(path: Path) -> dict[str, Tensor]:
 def check_state_dict(net: nn.Module, state: Any, source: str) -> None:
     """Raise CheckpointError naming the first key that is missing, unexpected or of the wrong shape."""
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{source}: expected a state dict of tensors (keys features.N.weight, ...), "
-                              f"got {type(state).__name__}")
+        raise CheckpointError(
+            f"{source}: expected a state dict of tensors (keys features.N.weight, ...), got {type(state).__name__}"
+        )
     expected = net.state_dict()
     for key, tensor in expected.items():
         if key not in state:
-            raise CheckpointError(f"{source}: missing key {key!r} (a torchvision VGG16 state dict has "
-                                  f"{len(expected)} keys, this file has {len(state)})")
+            raise CheckpointError(
+                f"{source}: missing key {key!r} (a torchvision VGG16 state dict has "
+                f"{len(expected)} keys, this file has {len(state)})"
+            )
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{source}: {key!r} has shape {tuple(state[key].shape)}, the network expects "
-                                  f"{tuple(tensor.shape)} (wrong variant or not a VGG16 file?)")
+            raise CheckpointError(
+                f"{source}: {key!r} has shape {tuple(state[key].shape)}, the network expects "
+                f"{tuple(tensor.shape)} (wrong variant or not a VGG16 file?)"
+            )
     extra = [k for k in state if k not in expected]
     if extra:
         raise CheckpointError(f"{source}: unexpected key {extra[0]!r} ({len(extra)} unexpected in all)")
@@ -259,7 +311,7 @@ class VGGEncoder(ImageEncoder):
         self.weights = weights
         self.preprocessor = ImageNetPreprocess(variant.resize, variant.crop)
         if feature == "conv5_3":
-            self.features = net.features[:net.conv5_3_end]
+            self.features = net.features[: net.conv5_3_end]
             self.feature_shape = (variant.grid * variant.grid, variant.channels)
         else:
             self.features = net.features
@@ -287,7 +339,7 @@ class VGGEncoder(ImageEncoder):
                 blocks[-1].append(m)
         return [b for b in blocks if b]
 
-    def set_trainable_blocks(self, n: int) -> "VGGEncoder":
+    def set_trainable_blocks(self, n: int) -> VGGEncoder:
         """Freeze everything, then enable gradients for the last `n` conv blocks (0-5) and, for fc2 and n > 0,
         the two FC layers. The caller's .train()/.eval() decides dropout in the FC layers (and whether batch norms
         update their statistics)."""
@@ -295,7 +347,7 @@ class VGGEncoder(ImageEncoder):
         if not 0 <= n <= len(blocks):
             raise ValueError(f"trainable VGG blocks must be 0..{len(blocks)}, got {n}")
         self.requires_grad_(False)
-        for block in blocks[len(blocks) - n:]:
+        for block in blocks[len(blocks) - n :]:
             for layer in block:
                 layer.requires_grad_(True)
         if n > 0 and self.feature == "fc2":
@@ -303,16 +355,23 @@ class VGGEncoder(ImageEncoder):
         return self
 
     def describe(self) -> dict[str, Any]:
-        layout = ("(L, C): L = grid positions in row-major order (y * grid + x), C = channels"
-                  if self.feature == "conv5_3" else "(D,): fc2 activations after ReLU")
+        layout = (
+            "(L, C): L = grid positions in row-major order (y * grid + x), C = channels"
+            if self.feature == "conv5_3"
+            else "(D,): fc2 activations after ReLU"
+        )
         return {
             **super().describe(),
             "feature": self.feature,
             "layout": layout,
             "weights": self.weights or "random (torchvision init, seed 0)",
-            "preprocessing": {"resize_shorter_side": self.preprocessor.resize, "interpolation": "bilinear (PIL)",
-                              "center_crop": self.preprocessor.crop, "mean": list(self.preprocessor.mean),
-                              "std": list(self.preprocessor.std)},
+            "preprocessing": {
+                "resize_shorter_side": self.preprocessor.resize,
+                "interpolation": "bilinear (PIL)",
+                "center_crop": self.preprocessor.crop,
+                "mean": list(self.preprocessor.mean),
+                "std": list(self.preprocessor.std),
+            },
             "variant": asdict(self.variant),
         }
 
@@ -321,8 +380,10 @@ def build_vgg_encoder(kind: str, source: str) -> VGGEncoder:
     """`source` = FEATURE[@WEIGHTS], WEIGHTS = "imagenet" or a state-dict path; no @ = random init with seed 0."""
     feature, _, weights = source.partition("@")
     if feature not in FEATURE_KINDS:
-        raise UnknownNameError(f"unknown {kind} feature {feature!r} in spec {kind}:{source}; valid: "
-                               f"{', '.join(f'{kind}:{f}' for f in FEATURE_KINDS)} (optionally @imagenet or @PATH)")
+        raise UnknownNameError(
+            f"unknown {kind} feature {feature!r} in spec {kind}:{source}; valid: "
+            f"{', '.join(f'{kind}:{f}' for f in FEATURE_KINDS)} (optionally @imagenet or @PATH)"
+        )
     variant = VARIANTS[kind]
     if weights:
         state, where = read_weights(weights, kind)

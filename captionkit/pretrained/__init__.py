@@ -6,14 +6,17 @@ VGG16 and OpenAI's CLIP image tower), written by `captionkit demo --pretrain-enc
                                     pretrained one (its text tower is a placeholder: `clip pretrain --image-tower`
                                     trains the real one on captions)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 DIRECTORY = Path(__file__).resolve().parent
 # (encoder kind, the name a spec uses) -> file or folder in this package
-PACKAGED = {("vgg16-bn-small", "demo"): "vgg16-bn-small-demo.safetensors",
-            ("clip", "captionkit:demo-clip-vision"): "demo-clip-vision"}
+PACKAGED = {
+    ("vgg16-bn-small", "demo"): "vgg16-bn-small-demo.safetensors",
+    ("clip", "captionkit:demo-clip-vision"): "demo-clip-vision",
+}
 
 
 def packaged_path(kind: str, name: str) -> Path | None:

@@ -1,4 +1,5 @@
 """Line charts as inline SVG: a report that opens offline needs no plotting library or CDN in the browser."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,14 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], title: str, x_label: str = "epoch",
-               width: int = 520, height: int = 260, colors: dict[str, str] | None = None) -> str:
+def line_chart(
+    series: dict[str, list[tuple[float, float]]],
+    title: str,
+    x_label: str = "epoch",
+    width: int = 520,
+    height: int = 260,
+    colors: dict[str, str] | None = None,
+) -> str:
     """An <svg> with one polyline (and point markers) per series; `series` maps a legend name to (x, y) points."""
     points = [p for values in series.values() for p in values]
     if not points:
@@ -49,27 +56,40 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str, x_label
     def sy(y: float) -> float:
         return top + plot_h - (y - y0) / (y1 - y0) * plot_h
 
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-             f'<text x="{width / 2}" y="16" text-anchor="middle" class="chart-title">{escape(title)}</text>']
+    parts = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" class="chart-title">{escape(title)}</text>',
+    ]
     for t in y_ticks:
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
-                     f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{_fmt(t)}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" class="grid"/>'
+            f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" class="tick">{_fmt(t)}</text>'
+        )
     for t in x_ticks:
-        parts.append(f'<text x="{sx(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">'
-                     f'{_fmt(t)}</text>')
+        parts.append(
+            f'<text x="{sx(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">{_fmt(t)}</text>'
+        )
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" class="axis">'
-                 f'{escape(x_label)}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" class="axis">{escape(x_label)}</text>'
+    )
     for i, (name, values) in enumerate(series.items()):
         color = (colors or {}).get(name, PALETTE[i % len(PALETTE)])
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values)
-        parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2">'
-                     f'<title>{escape(name)}</title></polyline>')
-        parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
-                     f'<title>{escape(name)}: {x:g}, {_fmt(y)}</title></circle>' for x, y in values)
+        parts.append(
+            f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2">'
+            f"<title>{escape(name)}</title></polyline>"
+        )
+        parts.extend(
+            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
+            f"<title>{escape(name)}: {x:g}, {_fmt(y)}</title></circle>"
+            for x, y in values
+        )
         lx, ly = left + plot_w + 10, top + 10 + 16 * i
-        parts.append(f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{lx + 14}" y="{ly}" class="legend">{escape(name)}</text>')
+        parts.append(
+            f'<rect x="{lx}" y="{ly - 9}" width="10" height="10" fill="{color}"/>'
+            f'<text x="{lx + 14}" y="{ly}" class="legend">{escape(name)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)

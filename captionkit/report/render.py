@@ -1,16 +1,18 @@
 """Build the one-file HTML report comparing runs: metrics, training curves, decoding settings, example captions."""
+
 from __future__ import annotations
 
 import base64
 import datetime
 import io
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
 from string import Template
-from collections import Counter
-from typing import Any, Sequence
+from typing import Any
 
 from captionkit.data.scene_grammar import kind_counts, parse_objects
 from captionkit.report.charts import PALETTE, line_chart
@@ -18,8 +20,19 @@ from captionkit.report.runs import RunData, load_references, load_run, load_run_
 
 log = logging.getLogger(__name__)
 
-METRIC_ORDER = ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE", "CLIPScore",
-                "RefCLIPScore", "object_f1"]
+METRIC_ORDER = [
+    "Bleu_1",
+    "Bleu_2",
+    "Bleu_3",
+    "Bleu_4",
+    "METEOR",
+    "ROUGE_L",
+    "CIDEr",
+    "SPICE",
+    "CLIPScore",
+    "RefCLIPScore",
+    "object_f1",
+]
 THUMB_PX = 224  # longest side of embedded thumbnails
 
 
@@ -63,12 +76,16 @@ def metrics_table(runs: Sequence[RunData]) -> str:
             v = run.metrics[m]
             cls = ' class="best"' if len(runs) > 1 and v == best[m] else ""
             cells.append(f'<td data-metric="{escape(m)}" data-value="{v!r}"{cls}>{v:.4f}</td>')
-        rows.append(f'<tr data-run="{escape(run.name)}"><th scope="row">{escape(run.name)}</th>'
-                    f'<td>{escape(run.model_type)}</td><td class="small">{escape(run.encoder)}</td>'
-                    f'<td>{escape(run.split)}</td><td>{len(run.predictions)}</td>{"".join(cells)}</tr>')
-    return (f'<table id="metrics" class="sortable"><thead><tr><th data-sort="text">model</th><th data-sort="text">'
-            f'type</th><th data-sort="text">encoder</th><th>split</th><th data-sort="num">images</th>{head}</tr>'
-            f'</thead><tbody>{"".join(rows)}</tbody></table>')
+        rows.append(
+            f'<tr data-run="{escape(run.name)}"><th scope="row">{escape(run.name)}</th>'
+            f'<td>{escape(run.model_type)}</td><td class="small">{escape(run.encoder)}</td>'
+            f"<td>{escape(run.split)}</td><td>{len(run.predictions)}</td>{''.join(cells)}</tr>"
+        )
+    return (
+        f'<table id="metrics" class="sortable"><thead><tr><th data-sort="text">model</th><th data-sort="text">'
+        f'type</th><th data-sort="text">encoder</th><th>split</th><th data-sort="num">images</th>{head}</tr>'
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def curves_section(runs: Sequence[RunData], colors: dict[str, str]) -> str:
@@ -94,15 +111,22 @@ def decoding_table(runs: Sequence[RunData]) -> str:
     if not keys:
         return '<p class="note">No decoding.json found.</p>'
     head = "".join(f"<th>{escape(k)}</th>" for k in keys)
-    rows = "".join(f'<tr><th scope="row">{escape(r.name)}</th>'
-                   + "".join(f"<td>{escape(str(r.decoding.get(k, '-')))}</td>" for k in keys) + "</tr>"
-                   for r in runs)
-    notes = "".join(f'<li>{escape(r.name)}: metrics tokenized with {escape(str(r.scoring.get("tokenizer", "?")))}'
-                    "</li>" for r in runs if r.scoring)
+    rows = "".join(
+        f'<tr><th scope="row">{escape(r.name)}</th>'
+        + "".join(f"<td>{escape(str(r.decoding.get(k, '-')))}</td>" for k in keys)
+        + "</tr>"
+        for r in runs
+    )
+    notes = "".join(
+        f"<li>{escape(r.name)}: metrics tokenized with {escape(str(r.scoring.get('tokenizer', '?')))}</li>"
+        for r in runs
+        if r.scoring
+    )
     skipped = list(dict.fromkeys(s for r in runs for s in (r.scoring.get("skipped") or {}).values()))
     notes += "".join(f"<li>{escape(s)}</li>" for s in skipped)  # the same note for every run: said once
-    return (f'<table id="decoding"><thead><tr><th>model</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
-            + (f'<ul class="note">{notes}</ul>' if notes else ""))
+    return f'<table id="decoding"><thead><tr><th>model</th>{head}</tr></thead><tbody>{rows}</tbody></table>' + (
+        f'<ul class="note">{notes}</ul>' if notes else ""
+    )
 
 
 def _item_cider(run: RunData, image_id: str) -> str:
@@ -111,16 +135,22 @@ def _item_cider(run: RunData, image_id: str) -> str:
 
 
 def _figure(image_id: str, uri: str | None) -> str:
-    img = (f'<img src="{uri}" alt="{escape(image_id)}" loading="lazy">' if uri
-           else '<div class="noimg">image not available</div>')
+    img = (
+        f'<img src="{uri}" alt="{escape(image_id)}" loading="lazy">'
+        if uri
+        else '<div class="noimg">image not available</div>'
+    )
     return f'{img}<div class="imgid">{escape(image_id)}</div>'
 
 
 def _refs(refs: list[str]) -> str:
     if not refs:
         return ""
-    return '<details><summary>references</summary><ol class="refs">' + "".join(
-        f"<li>{escape(r)}</li>" for r in refs) + "</ol></details>"
+    return (
+        '<details><summary>references</summary><ol class="refs">'
+        + "".join(f"<li>{escape(r)}</li>" for r in refs)
+        + "</ol></details>"
+    )
 
 
 def _objects_text(objects: Counter) -> str:
@@ -142,16 +172,26 @@ def _object_check(caption: str | None, scene: dict[str, Any] | None) -> str:
     wrong, missed = named - actual, actual - named
     if not wrong and not missed:
         return '<span class="objects ok" title="names exactly the objects in the scene">&#10003; objects right</span>'
-    parts = ([f'<span class="wrong" title="named but not in the scene">&#10007; {escape(_objects_text(wrong))}</span>']
-             if wrong else []) + (
+    parts = (
+        [f'<span class="wrong" title="named but not in the scene">&#10007; {escape(_objects_text(wrong))}</span>']
+        if wrong
+        else []
+    ) + (
         [f'<span class="missed" title="in the scene but not named">missed: {escape(_objects_text(missed))}</span>']
-        if missed else [])
+        if missed
+        else []
+    )
     return f'<span class="objects">{" ".join(parts)}</span>'
 
 
-def examples_grid(runs: Sequence[RunData], ids: list[str], refs: dict[str, list[str]],
-                  thumbs: dict[str, str | None], colors: dict[str, str],
-                  scenes: dict[str, dict[str, Any]] | None = None) -> str:
+def examples_grid(
+    runs: Sequence[RunData],
+    ids: list[str],
+    refs: dict[str, list[str]],
+    thumbs: dict[str, str | None],
+    colors: dict[str, str],
+    scenes: dict[str, dict[str, Any]] | None = None,
+) -> str:
     """A card per image: the picture, every run's caption (and, on synthetic data, the true scene with each
     caption's wrong and missed objects marked), the references."""
     scenes = scenes or {}
@@ -160,23 +200,35 @@ def examples_grid(runs: Sequence[RunData], ids: list[str], refs: dict[str, list[
         scene = scenes.get(image_id)
         captions = "".join(
             f'<li><span class="swatch" style="background:{colors[r.name]}"></span><b>{escape(r.name)}</b>: '
-            f'{escape(r.predictions.get(image_id, "-"))} {_item_cider(r, image_id)}'
-            f'{_object_check(r.predictions.get(image_id), scene)}</li>' for r in runs)
-        cards.append(f'<div class="card" data-image="{escape(image_id)}">{_figure(image_id, thumbs.get(image_id))}'
-                     f'{_scene_line(scene)}<ul class="captions">{captions}</ul>{_refs(refs.get(image_id, []))}</div>')
+            f"{escape(r.predictions.get(image_id, '-'))} {_item_cider(r, image_id)}"
+            f"{_object_check(r.predictions.get(image_id), scene)}</li>"
+            for r in runs
+        )
+        cards.append(
+            f'<div class="card" data-image="{escape(image_id)}">{_figure(image_id, thumbs.get(image_id))}'
+            f'{_scene_line(scene)}<ul class="captions">{captions}</ul>{_refs(refs.get(image_id, []))}</div>'
+        )
     return f'<div class="grid">{"".join(cards)}</div>'
 
 
 def best_worst(run: RunData, k: int) -> tuple[list[str], list[str]]:
     """Image ids of the run's k best and k worst per-item CIDEr (ties broken by id, so the report is stable)."""
-    scored = sorted(((v["CIDEr"], i) for i, v in run.per_item.items() if "CIDEr" in v and i in run.predictions),
-                    key=lambda t: (-t[0], t[1]))
+    scored = sorted(
+        ((v["CIDEr"], i) for i, v in run.per_item.items() if "CIDEr" in v and i in run.predictions),
+        key=lambda t: (-t[0], t[1]),
+    )
     worst = sorted(scored, key=lambda t: (t[0], t[1]))[:k]
     return [i for _, i in scored[:k]], [i for _, i in worst]
 
 
-def build_report(run_dirs: Sequence[str | Path], out: str | Path, split: str | None = None, examples: int = 12,
-                 extremes: int = 3, title: str = "captionkit report") -> Path:
+def build_report(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    split: str | None = None,
+    examples: int = 12,
+    extremes: int = 3,
+    title: str = "captionkit report",
+) -> Path:
     """Write one self-contained HTML page comparing the runs in `run_dirs` (their eval/<split>/ results)."""
     runs = [load_run(d, split) for d in run_dirs]
     unique_names(runs)
@@ -190,28 +242,44 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, split: str | N
     wanted = set(grid_ids) | {i for b, w in extremes_ids.values() for i in b + w}
     thumbs = {i: thumbnail_data_uri(image_paths[i]) for i in sorted(wanted) if i in image_paths}
     sections = [
-        ("metrics", "Metrics", metrics_table(runs)
-         + '<p class="note">Click a column header to sort. Corpus scores from eval/&lt;split&gt;/metrics.json '
-           "(pycocoevalcap protocol); the best of each column is bold.</p>"),
+        (
+            "metrics",
+            "Metrics",
+            metrics_table(runs)
+            + '<p class="note">Click a column header to sort. Corpus scores from eval/&lt;split&gt;/metrics.json '
+            "(pycocoevalcap protocol); the best of each column is bold.</p>",
+        ),
         ("curves", "Training curves", curves_section(runs, colors)),
         ("decoding", "Decoding settings", decoding_table(runs)),
-        ("examples", "Examples", (f'<p class="note">{escape(note)}</p>' if note else "")
-         + examples_grid(runs, grid_ids, refs, thumbs, colors, scenes)),
+        (
+            "examples",
+            "Examples",
+            (f'<p class="note">{escape(note)}</p>' if note else "")
+            + examples_grid(runs, grid_ids, refs, thumbs, colors, scenes),
+        ),
     ]
     for run in runs:
         best, worst = extremes_ids[run.name]
         if best:
-            body = (f"<h3>Best {len(best)}</h3>" + examples_grid([run], best, refs, thumbs, colors, scenes)
-                    + f"<h3>Worst {len(worst)}</h3>" + examples_grid([run], worst, refs, thumbs, colors, scenes))
+            body = (
+                f"<h3>Best {len(best)}</h3>"
+                + examples_grid([run], best, refs, thumbs, colors, scenes)
+                + f"<h3>Worst {len(worst)}</h3>"
+                + examples_grid([run], worst, refs, thumbs, colors, scenes)
+            )
             sections.append((f"extremes-{len(sections)}", f"Best and worst: {run.name}", body))
     nav = "".join(f'<a href="#{sid}">{escape(head)}</a>' for sid, head, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{escape(head)}</h2>{html}</section>' for sid, head, html in sections)
     page = Template(_asset("template.html")).substitute(
-        title=escape(title), css=_asset("report.css"), js=_asset("report.js"), nav=nav, body=body,
+        title=escape(title),
+        css=_asset("report.css"),
+        js=_asset("report.js"),
+        nav=nav,
+        body=body,
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        runs=escape(", ".join(str(Path(d)) for d in run_dirs)))
+        runs=escape(", ".join(str(Path(d)) for d in run_dirs)),
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     return out
-

@@ -1,4 +1,5 @@
 """Read what a report shows from run directories: eval results, training curves, decoding settings, references."""
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,10 @@ def load_run(run_dir: str | Path, split: str | None = None) -> RunData:
         raise DatasetError(f"{path}: not a directory; expected a run directory with eval/<split>/metrics.json")
     splits = available_splits(path)
     if not splits:
-        raise DatasetError(f"{path}: no eval/<split>/metrics.json; run `captionkit evaluate {path / 'model'} "
-                           "--dataset ... --split test` first")
+        raise DatasetError(
+            f"{path}: no eval/<split>/metrics.json; run `captionkit evaluate {path / 'model'} "
+            "--dataset ... --split test` first"
+        )
     split = split or splits[0]
     if split not in splits:
         raise DatasetError(f"{path}: split {split!r} not evaluated; evaluated: {', '.join(splits)}")
@@ -89,12 +92,19 @@ def load_run(run_dir: str | Path, split: str | None = None) -> RunData:
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     predictions = {str(p["image_id"]): p["caption"] for p in _read_json(ev / "predictions.json", [])}
     return RunData(
-        path=path, name=path.resolve().name, model_type=str(model.get("type", "")),
-        encoder=relative_spec(str(config.get("encoder", "")), path) or "", split=split,  # no machine's absolute paths
+        path=path,
+        name=path.resolve().name,
+        model_type=str(model.get("type", "")),
+        encoder=relative_spec(str(config.get("encoder", "")), path) or "",
+        split=split,  # no machine's absolute paths
         metrics={k: float(v) for k, v in _read_json(ev / "metrics.json").items() if isinstance(v, (int, float))},
         per_item={str(k): v for k, v in (_read_json(ev / "per_item.json", {}) or {}).items()},
-        predictions=predictions, decoding=_read_json(ev / "decoding.json", {}) or {},
-        scoring=_read_json(ev / "scoring.json", {}) or {}, curves=read_curves(path / "log.jsonl"), config=config)
+        predictions=predictions,
+        decoding=_read_json(ev / "decoding.json", {}) or {},
+        scoring=_read_json(ev / "scoring.json", {}) or {},
+        curves=read_curves(path / "log.jsonl"),
+        config=config,
+    )
 
 
 def unique_names(runs: list[RunData]) -> None:
@@ -118,13 +128,17 @@ def load_references(runs: list[RunData]) -> tuple[dict[str, list[str]], dict[str
         try:
             from captionkit.data.formats import load_dataset
 
-            data = load_dataset(dataset, run.config.get("dataset_format", "auto"),
-                                **(run.config.get("dataset_options") or {}))
+            data = load_dataset(
+                dataset, run.config.get("dataset_format", "auto"), **(run.config.get("dataset_options") or {})
+            )
         except (DatasetError, OSError, TypeError) as exc:
             log.warning("report: cannot read dataset %s (%s); examples without images and references", dataset, exc)
             return {}, {}, f"dataset {dataset} could not be read ({exc}); examples show captions only"
-        return ({r.image_id: list(r.captions) for r in data.records},
-                {r.image_id: r.image_path for r in data.records}, None)
+        return (
+            {r.image_id: list(r.captions) for r in data.records},
+            {r.image_id: r.image_path for r in data.records},
+            None,
+        )
     return {}, {}, "no resolved_config.json names a dataset; examples show captions only"
 
 

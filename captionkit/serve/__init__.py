@@ -1,4 +1,5 @@
 """The captioning web service: `create_app(models, settings)` (FastAPI) behind `captionkit serve`."""
+
 from __future__ import annotations
 
 from captionkit.serve.app import create_app

@@ -1,4 +1,5 @@
 """The FastAPI app: routes over the model pool, error handlers, guards and the page (see create_app)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,9 +7,10 @@ import dataclasses
 import io
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, AsyncIterator, Callable, Literal, Mapping
+from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,8 +33,10 @@ log = logging.getLogger(__name__)
 
 FIELDS = {"model", *DECODING_OPTIONS}  # what an attention request may send besides its image
 CAPTION_FIELDS = FIELDS | set(RERANK_OPTIONS)  # and a captions request
-_PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 _ERRORS = schemas.error_responses(400, 401, 403, 404, 413, 415, 422, 503)
 
 
@@ -51,8 +55,11 @@ def _model_field(fields: dict[str, Any]) -> str | None:
     return name
 
 
-def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None = None,
-               on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
+def create_app(
+    models: Mapping[str, ModelSource],
+    settings: ServeSettings | None = None,
+    on_load_error: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
     """A captioning server for `models` (name -> Captioner, or a model directory loaded in the background while
     /v1/* answers 503). `on_load_error` is called if loading fails (the CLI stops the server then)."""
     settings = settings or ServeSettings()
@@ -64,10 +71,14 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
         yield
         await asyncio.to_thread(pool.close)  # uvicorn has already let in-flight requests finish
 
-    app = FastAPI(title="captionkit", version=captionkit.__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None,  # their pages load scripts from a CDN
-                  description="Image captioning with captionkit models. Errors are "
-                              '`{"error": {"code": ..., "message": ...}}`.')
+    app = FastAPI(
+        title="captionkit",
+        version=captionkit.__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,  # their pages load scripts from a CDN
+        description='Image captioning with captionkit models. Errors are `{"error": {"code": ..., "message": ...}}`.',
+    )
     app.state.pool, app.state.settings = pool, settings
     _add_error_handlers(app)
     # Added innermost first: a request meets the origin check, then the key, then the body limit.
@@ -75,8 +86,12 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
     app.add_middleware(ApiKeyGuard, api_key=settings.api_key)
     app.add_middleware(OriginGuard, allow_origins=settings.allow_origins)
     if settings.allow_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.allow_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
 
     @app.get("/", response_class=HTMLResponse, summary="The captioning page")
     def page() -> HTMLResponse:
@@ -94,13 +109,22 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models", response_model=schemas.ModelList, responses=schemas.error_responses(401, 403, 503),
-             summary="The loaded models")
+    @app.get(
+        "/v1/models",
+        response_model=schemas.ModelList,
+        responses=schemas.error_responses(401, 403, 503),
+        summary="The loaded models",
+    )
     def list_models() -> dict[str, Any]:
         return {"models": [m.describe() for m in pool.all()]}
 
-    @app.post("/v1/captions", response_model=schemas.CaptionsResponse, responses=_ERRORS,
-              openapi_extra=schemas.request_body(multiple=True), summary="Caption images")
+    @app.post(
+        "/v1/captions",
+        response_model=schemas.CaptionsResponse,
+        responses=_ERRORS,
+        openapi_extra=schemas.request_body(multiple=True),
+        summary="Caption images",
+    )
     async def captions(request: Request) -> dict[str, Any]:
         start = time.perf_counter()
         with pool.arrival():
@@ -117,9 +141,14 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
             images = await decode_images(parsed.uploads, settings)
             read_ms = _ms(start)
             try:
-                queued = [m.worker.submit_captions(images, batch_key(configs[m.name], rerank),
-                                                   {**dataclasses.asdict(configs[m.name]), "rerank": rerank})
-                          for m in chosen]
+                queued = [
+                    m.worker.submit_captions(
+                        images,
+                        batch_key(configs[m.name], rerank),
+                        {**dataclasses.asdict(configs[m.name]), "rerank": rerank},
+                    )
+                    for m in chosen
+                ]
             except Overloaded as exc:
                 raise ApiError(503, "overloaded", str(exc), {"Retry-After": "1"}) from None
 
@@ -128,20 +157,38 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
             return list(texts), _ms(start)
 
         results = await asyncio.gather(*(finish(futures) for futures in queued))
-        entries = [{"image": upload.name, "model": model.name, "caption": texts[i]}
-                   for i, upload in enumerate(parsed.uploads) for model, (texts, _) in zip(chosen, results)]
+        entries = [
+            {"image": upload.name, "model": model.name, "caption": texts[i]}
+            for i, upload in enumerate(parsed.uploads)
+            for model, (texts, _) in zip(chosen, results)
+        ]
         timing = {"total": _ms(start), "read": read_ms, "models": {m.name: ms for m, (_, ms) in zip(chosen, results)}}
         return {"captions": entries, "timing_ms": timing}
 
-    @app.post("/v1/attention", responses={200: {"model": schemas.AttentionResponse, "content": {
-                  "image/png": {"schema": {"type": "string", "format": "binary"}}},
-                  "description": "PNG: the image, then one heat-map panel per word; JSON: the weights"}, **_ERRORS},
-              response_class=Response, openapi_extra=schemas.request_body(multiple=False),
-              summary="Per-word attention of a Show-Attend-Tell model")
-    async def attention(request: Request,
-                        format: Literal["png", "json"] = Query("png", description="png or json")) -> Response:
-        from captionkit.attention_maps import (attention_figure, attention_grid, caption_with_attention,
-                                               crop_fraction_of, encoder_crop)
+    @app.post(
+        "/v1/attention",
+        responses={
+            200: {
+                "model": schemas.AttentionResponse,
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                "description": "PNG: the image, then one heat-map panel per word; JSON: the weights",
+            },
+            **_ERRORS,
+        },
+        response_class=Response,
+        openapi_extra=schemas.request_body(multiple=False),
+        summary="Per-word attention of a Show-Attend-Tell model",
+    )
+    async def attention(
+        request: Request, format: Literal["png", "json"] = Query("png", description="png or json")
+    ) -> Response:
+        from captionkit.attention_maps import (
+            attention_figure,
+            attention_grid,
+            caption_with_attention,
+            crop_fraction_of,
+            encoder_crop,
+        )
 
         parsed = await read_request(request, settings, FIELDS)
         if len(parsed.uploads) != 1:
@@ -151,19 +198,28 @@ def create_app(models: Mapping[str, ModelSource], settings: ServeSettings | None
         [image] = await decode_images(parsed.uploads, settings)
         try:
             words, weights = await model.worker.call(
-                lambda: caption_with_attention(model.captioner, image, **dataclasses.asdict(config)))
+                lambda: caption_with_attention(model.captioner, image, **dataclasses.asdict(config))
+            )
         except Overloaded as exc:
             raise ApiError(503, "overloaded", str(exc), {"Retry-After": "1"}) from None
         if format == "json":
             left, top, side = encoder_crop(image.size, crop_fraction_of(model.captioner))
-            return JSONResponse({"model": model.name, "image": parsed.uploads[0].name, "words": words,
-                                 "grid": list(attention_grid(weights)), "weights": weights.tolist(),
-                                 "crop": [left, top, side]})
+            return JSONResponse(
+                {
+                    "model": model.name,
+                    "image": parsed.uploads[0].name,
+                    "words": words,
+                    "grid": list(attention_grid(weights)),
+                    "weights": weights.tolist(),
+                    "crop": [left, top, side],
+                }
+            )
 
         def png() -> bytes:
             buffer = io.BytesIO()
             attention_figure(image, words, weights, crop_fraction=crop_fraction_of(model.captioner)).save(
-                buffer, format="PNG")
+                buffer, format="PNG"
+            )
             return buffer.getvalue()
 
         return Response(await asyncio.to_thread(png), media_type="image/png")
@@ -176,15 +232,20 @@ def _attention_model(pool: ModelPool, name: str | None) -> ServedModel:
     if name is None or name == "":
         found = [m for m in pool.all() if m.has_attention]
         if not found:
-            raise ApiError(422, "no_attention", "no loaded model has attention weights (a show-attend-tell model "
-                                                "is needed)")
+            raise ApiError(
+                422, "no_attention", "no loaded model has attention weights (a show-attend-tell model is needed)"
+            )
         return found[0]
     if name == ALL:
         raise ApiError(422, "no_attention", f"attention maps come from one model: name it instead of {ALL!r}")
     [model] = pool.select(name)
     if not model.has_attention:
-        raise ApiError(422, "no_attention", f"model {name!r} ({model.captioner.model.model_type}) has no attention "
-                                            "weights; attention maps need a show-attend-tell model")
+        raise ApiError(
+            422,
+            "no_attention",
+            f"model {name!r} ({model.captioner.model.model_type}) has no attention "
+            "weights; attention maps need a show-attend-tell model",
+        )
     return model
 
 
@@ -208,5 +269,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("request failed: %s %s", request.method, request.url.path)
-        return error_response(500, "internal", f"the server failed on this request ({type(exc).__name__}); "
-                                               "see the server log")
+        return error_response(
+            500, "internal", f"the server failed on this request ({type(exc).__name__}); see the server log"
+        )

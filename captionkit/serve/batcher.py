@@ -1,4 +1,5 @@
 """Micro-batching: one worker thread per model gathers waiting images and captions them in one batched pass."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +7,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from PIL import Image
 
@@ -32,6 +34,7 @@ class _Job:
                 self.future.set_exception(error)
             else:
                 self.future.set_result(result)
+
         self.loop.call_soon_threadsafe(settle)
 
 
@@ -55,8 +58,15 @@ class ModelWorker:
     the batch gets one encoder pass, then one batched decode (reranked or not) per distinct set of options.
     """
 
-    def __init__(self, name: str, captioner: Any, max_batch: int, wait_s: float, max_queue: int,
-                 expecting: Callable[[], bool] = lambda: True) -> None:
+    def __init__(
+        self,
+        name: str,
+        captioner: Any,
+        max_batch: int,
+        wait_s: float,
+        max_queue: int,
+        expecting: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.name, self.captioner = name, captioner
         self.max_batch, self.wait_s, self.max_queue = max_batch, wait_s, max_queue
         # whether more images may be on their way (requests still being read); waiting for them when none are
@@ -68,9 +78,12 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._run, name=f"captionkit-serve-{name}", daemon=True)
         self._thread.start()
 
-    def submit_captions(self, images: list[Image.Image], key: Hashable, options: dict[str, Any]) -> list[asyncio.Future]:
+    def submit_captions(
+        self, images: list[Image.Image], key: Hashable, options: dict[str, Any]
+    ) -> list[asyncio.Future]:
         """Queue `images` for captioning with `options`, Captioner.caption_ids's keyword arguments (call from the
-        event loop): one future per image, giving its caption. Raises Overloaded, queueing none of them, when the queue cannot take them all."""
+        event loop): one future per image, giving its caption. Raises Overloaded, queueing
+        none of them, when the queue cannot take them all."""
         loop = asyncio.get_running_loop()
         jobs = [_Caption(loop.create_future(), loop, image=image, key=key, options=options) for image in images]
         self._submit(jobs)
@@ -93,8 +106,10 @@ class ModelWorker:
             if self._closed:
                 raise Overloaded(f"model {self.name!r} is shutting down")
             if len(self._pending) + len(jobs) > self.max_queue:
-                raise Overloaded(f"model {self.name!r} has {len(self._pending)} images waiting (limit "
-                                 f"{self.max_queue}); retry shortly")
+                raise Overloaded(
+                    f"model {self.name!r} has {len(self._pending)} images waiting (limit "
+                    f"{self.max_queue}); retry shortly"
+                )
             self._pending.extend(jobs)
             self._cond.notify()
 
@@ -144,8 +159,9 @@ class ModelWorker:
             if len(batch) == 1:
                 batch[0].finish(error=exc)
                 return
-            log.warning("%s: batched encoding failed (%s); encoding the %d images one by one", self.name, exc,
-                        len(batch))
+            log.warning(
+                "%s: batched encoding failed (%s); encoding the %d images one by one", self.name, exc, len(batch)
+            )
             for job in batch:
                 self._run_captions([job])
             return
@@ -155,8 +171,9 @@ class ModelWorker:
         for rows in groups.values():
             try:
                 # the step Captioner.caption runs: plain decoding, or CLIP reranking of the candidates
-                ids = self.captioner.caption_ids(features[rows], [batch[i].image for i in rows],
-                                                 **batch[rows[0]].options)
+                ids = self.captioner.caption_ids(
+                    features[rows], [batch[i].image for i in rows], **batch[rows[0]].options
+                )
                 for i, text in zip(rows, self.captioner.decode(ids)):
                     batch[i].finish(text)
             except Exception as exc:  # noqa: BLE001 - those requests get the error, the worker goes on

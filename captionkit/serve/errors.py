@@ -1,4 +1,5 @@
 """The server's error responses: one exception type carrying the HTTP status, and the JSON shape clients read."""
+
 from __future__ import annotations
 
 from starlette.responses import JSONResponse
@@ -14,4 +15,3 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-

@@ -1,13 +1,15 @@
 """The models a server holds: loaded once (in the background, so the server answers 503 meanwhile), each with
 its micro-batching worker."""
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Union
 
 from captionkit.captioner import Captioner
 from captionkit.config import ConfigError, to_dict
@@ -51,9 +53,13 @@ class ServedModel:
             raise ApiError(422, "invalid_option", f"model {self.name!r}: {problem}")
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.captioner.model.model_type,
-                "encoder": self.captioner.config.get("encoder"), "attention": self.has_attention,
-                "default_decoding": to_dict(self.captioner.decoding)}
+        return {
+            "name": self.name,
+            "type": self.captioner.model.model_type,
+            "encoder": self.captioner.config.get("encoder"),
+            "attention": self.has_attention,
+            "default_decoding": to_dict(self.captioner.decoding),
+        }
 
 
 def load_captioner(source: ModelSource, device: str | None, rerank_clips: Sequence[str] = ()) -> Captioner:
@@ -76,8 +82,12 @@ def load_captioner(source: ModelSource, device: str | None, rerank_clips: Sequen
 class ModelPool:
     """Name -> ServedModel once loading has finished; until then every lookup is a 503."""
 
-    def __init__(self, sources: Mapping[str, ModelSource], settings: ServeSettings,
-                 on_load_error: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        sources: Mapping[str, ModelSource],
+        settings: ServeSettings,
+        on_load_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         if not sources:
             raise ValueError("a server needs at least one model")
         self.sources, self.settings, self.on_load_error = dict(sources), settings, on_load_error
@@ -104,8 +114,14 @@ class ModelPool:
             loaded = {}
             for name, source in self.sources.items():
                 captioner = load_captioner(source, s.device, s.rerank_clips)
-                worker = ModelWorker(name, captioner, s.max_batch, s.batch_wait_ms / 1000, s.max_queue,
-                                     expecting=lambda: self.arriving > 0)
+                worker = ModelWorker(
+                    name,
+                    captioner,
+                    s.max_batch,
+                    s.batch_wait_ms / 1000,
+                    s.max_queue,
+                    expecting=lambda: self.arriving > 0,
+                )
                 loaded[name] = ServedModel(name, captioner, worker, dict.fromkeys(s.rerank_clips))
                 log.info("model %r loaded (%s)", name, captioner.model.model_type)
             self.models = loaded
@@ -134,8 +150,7 @@ class ModelPool:
         if name == ALL:
             return models
         if name not in self.models:
-            raise ApiError(404, "unknown_model", f"unknown model {name!r}; loaded: {sorted(self.models)} "
-                                                 f"(or {ALL!r})")
+            raise ApiError(404, "unknown_model", f"unknown model {name!r}; loaded: {sorted(self.models)} (or {ALL!r})")
         return [self.models[name]]
 
     @contextmanager

@@ -1,11 +1,13 @@
 """Decoding and reranking options from a request (form strings or JSON values) -> a validated DecodingConfig and
 RerankConfig, as `caption` does."""
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import typing
-from typing import Any, Hashable, Mapping
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 from captionkit.cli.common import DECODING_OPTIONS, RERANK_OPTIONS
 from captionkit.config import ConfigError
@@ -30,8 +32,10 @@ def _option_types(annotated: Any, names: tuple[str, ...]) -> dict[str, type]:
 
 
 # the reranking options are RerankConfig.from_options's keyword arguments, as for Captioner.caption
-OPTION_TYPES = {**_option_types(DecodingConfig, DECODING_OPTIONS),
-                **_option_types(RerankConfig.from_options, RERANK_OPTIONS)}
+OPTION_TYPES = {
+    **_option_types(DecodingConfig, DECODING_OPTIONS),
+    **_option_types(RerankConfig.from_options, RERANK_OPTIONS),
+}
 
 
 def _invalid(name: str, expected: str, value: Any) -> ApiError:
@@ -40,7 +44,7 @@ def _invalid(name: str, expected: str, value: Any) -> ApiError:
 
 def _int64(name: str, value: int) -> int:
     """torch takes seeds and sizes as 64-bit integers; a larger one would fail inside decoding, not here."""
-    if not -2**63 <= value < 2**63:
+    if not -(2**63) <= value < 2**63:
         raise _invalid(name, "a 64-bit integer", value)
     return value
 
@@ -106,15 +110,23 @@ def resolve(defaults: DecodingConfig, options: dict[str, Any], settings: ServeSe
         raise ApiError(422, "invalid_option", str(exc)) from None
     # the caps bound what a client asks for; a model's own defaults are the operator's choice
     if "num_beams" in options and config.num_beams > settings.max_beams:
-        raise ApiError(422, "invalid_option", f"num_beams: {config.num_beams} is over this server's limit of "
-                                              f"{settings.max_beams}")
+        raise ApiError(
+            422, "invalid_option", f"num_beams: {config.num_beams} is over this server's limit of {settings.max_beams}"
+        )
     if "max_new_tokens" in options and config.max_new_tokens > settings.max_new_tokens:
-        raise ApiError(422, "invalid_option", f"max_new_tokens: {config.max_new_tokens} is over this server's "
-                                              f"limit of {settings.max_new_tokens}")
+        raise ApiError(
+            422,
+            "invalid_option",
+            f"max_new_tokens: {config.max_new_tokens} is over this server's limit of {settings.max_new_tokens}",
+        )
     if config.do_sample and config.temperature < MIN_SAMPLING_TEMPERATURE:
-        raise ApiError(422, "invalid_option", f"temperature: {config.temperature:g} is below "
-                                              f"{MIN_SAMPLING_TEMPERATURE:g}, where the scaled logits overflow; "
-                                              "decode greedily (do_sample false) instead")
+        raise ApiError(
+            422,
+            "invalid_option",
+            f"temperature: {config.temperature:g} is below "
+            f"{MIN_SAMPLING_TEMPERATURE:g}, where the scaled logits overflow; "
+            "decode greedily (do_sample false) instead",
+        )
     return config
 
 
@@ -131,13 +143,20 @@ def resolve_rerank(options: dict[str, Any], settings: ServeSettings) -> RerankCo
     # N candidates are a beam of width N: the same work the num_beams cap bounds
     if config.candidates > settings.max_beams:
         default = "" if "rerank_candidates" in options else " (the default)"
-        raise ApiError(422, "invalid_option", f"rerank_candidates: {config.candidates}{default} is over this "
-                                              f"server's limit of {settings.max_beams}")
+        raise ApiError(
+            422,
+            "invalid_option",
+            f"rerank_candidates: {config.candidates}{default} is over this server's limit of {settings.max_beams}",
+        )
     # a client never makes the server load a model: only the CLIPs its operator loaded are on offer
     if config.clip is not None and config.clip not in settings.rerank_clips:
         offered = f"offered: {list(settings.rerank_clips)}" if settings.rerank_clips else "it offers none"
-        raise ApiError(422, "invalid_option", f"rerank_clip: {config.clip!r} is not a CLIP this server reranks "
-                                              f"with ({offered}); omit it to rerank with the model's own CLIP")
+        raise ApiError(
+            422,
+            "invalid_option",
+            f"rerank_clip: {config.clip!r} is not a CLIP this server reranks "
+            f"with ({offered}); omit it to rerank with the model's own CLIP",
+        )
     return config
 
 

@@ -1,4 +1,5 @@
 """The API's shapes as OpenAPI sees them: response models, and the request bodies routes parse themselves."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -67,11 +68,11 @@ _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 _RERANK_DESCRIPTIONS = {
     "rerank": f"rerank N candidates per image ({', '.join(RERANK_METHODS)}): beam n-best, or N samples with "
-              "do_sample; the best by (1 - w) * mean token log-prob + w * CLIP-S",
+    "do_sample; the best by (1 - w) * mean token log-prob + w * CLIP-S",
     "rerank_weight": "w in [0, 1] (default 0.5); needs rerank",
     "rerank_candidates": "N >= 1 (default 5), at most the server's beam limit; needs rerank",
     "rerank_clip": "the CLIP to rerank with, one the server offers (default: the model's own encoder, when it is "
-                   "a CLIP; VGG-family models need one); needs rerank",
+    "a CLIP; VGG-family models need one); needs rerank",
 }
 
 
@@ -93,22 +94,39 @@ def request_body(multiple: bool) -> dict[str, Any]:
         b64 = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}, "minItems": 1}
     else:
         files = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": 1}
-        b64 = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}, "minItems": 1,
-               "maxItems": 1}
-    form = {"type": "object", "required": [IMAGE_FIELD], "additionalProperties": False,
-            "properties": {IMAGE_FIELD: files, "model": model, **_option_schemas(True, rerank=multiple)}}
-    json_body = {"type": "object", "required": [JSON_IMAGES], "additionalProperties": False,
-                 "properties": {JSON_IMAGES: b64, "model": model, **_option_schemas(False, rerank=multiple)}}
-    return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": form},
-        "application/json": {"schema": json_body},
-    }}}
+        b64 = {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}, "minItems": 1, "maxItems": 1}
+    form = {
+        "type": "object",
+        "required": [IMAGE_FIELD],
+        "additionalProperties": False,
+        "properties": {IMAGE_FIELD: files, "model": model, **_option_schemas(True, rerank=multiple)},
+    }
+    json_body = {
+        "type": "object",
+        "required": [JSON_IMAGES],
+        "additionalProperties": False,
+        "properties": {JSON_IMAGES: b64, "model": model, **_option_schemas(False, rerank=multiple)},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": form},
+                "application/json": {"schema": json_body},
+            },
+        }
+    }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {400: "unreadable or corrupt image (the message names the upload), malformed body",
-                    401: "missing or wrong API key", 403: "cross-origin request from an origin not allowed",
-                    404: "unknown model", 413: "body, image count or image pixels over the limit",
-                    415: "not an image, or a body that is neither multipart nor JSON",
-                    422: "bad decoding or reranking option or field", 503: "models loading, or the queue is full"}
+    descriptions = {
+        400: "unreadable or corrupt image (the message names the upload), malformed body",
+        401: "missing or wrong API key",
+        403: "cross-origin request from an origin not allowed",
+        404: "unknown model",
+        413: "body, image count or image pixels over the limit",
+        415: "not an image, or a body that is neither multipart nor JSON",
+        422: "bad decoding or reranking option or field",
+        503: "models loading, or the queue is full",
+    }
     return {s: {"model": ErrorResponse, "description": descriptions[s]} for s in statuses}

@@ -1,8 +1,10 @@
 """Request guards as plain ASGI middleware: cross-origin refusal, the API key, and the request-body size limit."""
+
 from __future__ import annotations
 
 import hmac
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from captionkit.serve.errors import ApiError, error_response
 
@@ -37,9 +39,11 @@ class OriginGuard:
             host = _header(scope, b"host")
             own = f"{scope.get('scheme', 'http')}://{host}" if host else None
             if origin is not None and origin != own and origin not in self.allow and "*" not in self.allow:
-                response = error_response(403, "cross_origin_refused",
-                                          f"cross-origin request from {origin} refused: this server does not "
-                                          "allow that origin")
+                response = error_response(
+                    403,
+                    "cross_origin_refused",
+                    f"cross-origin request from {origin} refused: this server does not allow that origin",
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -60,8 +64,12 @@ class ApiKeyGuard:
             # compare_digest: the time taken does not reveal how much of a guessed key was right
             if given is None or not hmac.compare_digest(given.encode(), self.key.encode()):
                 message = "missing API key" if given is None else "wrong API key"
-                response = error_response(401, "unauthorized", f"{message}: send 'Authorization: Bearer KEY' or "
-                                                               "'X-API-Key: KEY'", {"WWW-Authenticate": "Bearer"})
+                response = error_response(
+                    401,
+                    "unauthorized",
+                    f"{message}: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                    {"WWW-Authenticate": "Bearer"},
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -75,8 +83,7 @@ class BodyLimit:
         self.app, self.limit = app, limit
 
     def _too_large(self) -> ApiError:
-        return ApiError(413, "too_large", f"request body over this server's limit of "
-                                          f"{self.limit / 1024 / 1024:g} MB")
+        return ApiError(413, "too_large", f"request body over this server's limit of {self.limit / 1024 / 1024:g} MB")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

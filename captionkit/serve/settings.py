@@ -1,4 +1,5 @@
 """The server's settings: limits, batching and access control (what `captionkit serve` flags set)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """A request's images and fields: multipart uploads or JSON base64, size-checked, decoded by the safe loader."""
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,12 @@ async def read_request(request: Request, settings: ServeSettings, allowed_fields
     elif kind == "application/json":
         parsed = await _read_json(request)
     else:
-        raise ApiError(415, "unsupported_media_type", f"send images as multipart/form-data (field {IMAGE_FIELD!r}) "
-                                                      f"or application/json ({JSON_IMAGES!r}), not {kind or 'no body'!r}")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send images as multipart/form-data (field {IMAGE_FIELD!r}) "
+            f"or application/json ({JSON_IMAGES!r}), not {kind or 'no body'!r}",
+        )
     unknown = sorted(set(parsed.fields) - allowed_fields)
     if unknown:
         raise ApiError(422, "unknown_field", f"unknown field(s) {unknown}; valid: {sorted(allowed_fields)}")
@@ -51,8 +56,11 @@ async def read_request(request: Request, settings: ServeSettings, allowed_fields
         where = f"files in the form field {IMAGE_FIELD!r}" if parsed.from_form else f"base64 strings in {JSON_IMAGES!r}"
         raise ApiError(422, "no_image", f"no image: send one or more {where}")
     if len(parsed.uploads) > settings.max_images:
-        raise ApiError(413, "too_many_images", f"{len(parsed.uploads)} images in one request; this server takes "
-                                               f"at most {settings.max_images}")
+        raise ApiError(
+            413,
+            "too_many_images",
+            f"{len(parsed.uploads)} images in one request; this server takes at most {settings.max_images}",
+        )
     return parsed
 
 
@@ -65,8 +73,12 @@ async def _read_form(request: Request, settings: ServeSettings) -> ParsedRequest
     except Exception as exc:  # noqa: BLE001 - malformed multipart: starlette's errors vary by version
         message = str(getattr(exc, "detail", exc))
         if "Too many files" in message:  # starlette's max_files check, raised as a plain 400
-            raise ApiError(413, "too_many_images", f"more than {settings.max_images} images in one request; "
-                                                   f"this server takes at most {settings.max_images}") from None
+            raise ApiError(
+                413,
+                "too_many_images",
+                f"more than {settings.max_images} images in one request; "
+                f"this server takes at most {settings.max_images}",
+            ) from None
         raise ApiError(400, "bad_form", f"cannot parse the multipart form: {message}") from None
     try:
         uploads, fields = [], {}

@@ -1,4 +1,5 @@
 """Model-agnostic training on Hugging Face accelerate: `train(run_config) -> RUN_DIR/model`."""
+
 from captionkit.training.config import EvalConfig, RunConfig, TrainConfig, load_run_config
 
 

@@ -1,6 +1,7 @@
 """Resumable checkpoints in RUN_DIR/checkpoints/step-N: model, optimizer, scheduler, tokenizer, per-process RNG
 states and the data position. Written into a temporary directory and renamed into place, so a crash mid-write
 never leaves a half checkpoint that a later run would load; validated before resuming, with a fallback."""
+
 from __future__ import annotations
 
 import hashlib
@@ -97,8 +98,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(accelerator: Any, run_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-                    tokenizer: Any, state: dict[str, Any], keep_last_n: int) -> Path:
+def save_checkpoint(
+    accelerator: Any,
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    tokenizer: Any,
+    state: dict[str, Any],
+    keep_last_n: int,
+) -> Path:
     """Write RUN_DIR/checkpoints/step-<global_step> from every process (each adds its RNG state); returns its path.
 
     `model` is the unwrapped model; `state` holds the data position and early-stopping state (JSON data).
@@ -110,8 +119,9 @@ def save_checkpoint(accelerator: Any, run_dir: Path, model: torch.nn.Module, opt
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save({"rng": capture_rng(), "weights_digest": weights_digest(model)},
-               tmp / process_file(accelerator.process_index))
+    torch.save(
+        {"rng": capture_rng(), "weights_digest": weights_digest(model)}, tmp / process_file(accelerator.process_index)
+    )
     if accelerator.is_main_process:
         save_model(model, str(tmp / MODEL_NAME))
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_NAME)
@@ -121,9 +131,12 @@ def save_checkpoint(accelerator: Any, run_dir: Path, model: torch.nn.Module, opt
     if accelerator.is_main_process:
         digests = {read_process_state(tmp, i)["weights_digest"] for i in range(accelerator.num_processes)}
         if len(digests) > 1:  # DDP keeps replicas identical; different ones mean the processes trained apart
-            log.error("checkpoint step-%d: the %d processes hold different weights; the run is not one "
-                      "data-parallel training (on CPUs under torchrun, accelerate needs Accelerator(cpu=True))", state["global_step"],
-                      accelerator.num_processes)
+            log.error(
+                "checkpoint step-%d: the %d processes hold different weights; the run is not one "
+                "data-parallel training (on CPUs under torchrun, accelerate needs Accelerator(cpu=True))",
+                state["global_step"],
+                accelerator.num_processes,
+            )
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         record = {**state, "num_processes": accelerator.num_processes, "files": files}
         (tmp / STATE_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -179,15 +192,19 @@ def load_checkpoint(path: Path, accelerator: Any, model: torch.nn.Module, optimi
     try:
         missing, unexpected = load_model(model, str(path / MODEL_NAME), strict=False, device=str(accelerator.device))
         if missing or unexpected:
-            raise CheckpointError(f"{path / MODEL_NAME}: does not match the model being trained: missing "
-                                  f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+            raise CheckpointError(
+                f"{path / MODEL_NAME}: does not match the model being trained: missing "
+                f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
         optimizer.load_state_dict(torch.load(path / OPTIMIZER_NAME, map_location="cpu", weights_only=True))
         scheduler.load_state_dict(torch.load(path / SCHEDULER_NAME, map_location="cpu", weights_only=True))
         if (path / process_file(accelerator.process_index)).is_file():
             restore_rng(read_process_state(path, accelerator.process_index)["rng"])
         else:
-            log.warning("%s: missing (the checkpoint was written by fewer processes); random numbers will not "
-                        "replay exactly", path / process_file(accelerator.process_index))
+            log.warning(
+                "%s: missing (the checkpoint was written by fewer processes); random numbers will not replay exactly",
+                path / process_file(accelerator.process_index),
+            )
     except CheckpointError:
         raise
     except (OSError, RuntimeError, ValueError, KeyError, EOFError) as exc:

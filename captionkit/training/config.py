@@ -1,5 +1,6 @@
 """The typed configuration of a training run: what to train (model, encoder, data), how (TrainConfig), how to
 evaluate on the dev split (EvalConfig), and where the run directory is."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,8 +49,15 @@ class TrainConfig:
     objective: str = "cross_entropy"
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "grad_accum_steps", "eval_every_epochs", "log_every_steps",
-                    "max_caption_tokens", "keep_last_n")
+        positive = (
+            "epochs",
+            "batch_size",
+            "grad_accum_steps",
+            "eval_every_epochs",
+            "log_every_steps",
+            "max_caption_tokens",
+            "keep_last_n",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -60,8 +68,10 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0 or not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_steps must be >= 0 and train.warmup_ratio in [0, 1); got "
-                              f"{self.warmup_steps} and {self.warmup_ratio}")
+            raise ConfigError(
+                f"train.warmup_steps must be >= 0 and train.warmup_ratio in [0, 1); got "
+                f"{self.warmup_steps} and {self.warmup_ratio}"
+            )
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule={self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if self.mixed_precision not in PRECISIONS:
@@ -138,8 +148,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, dict) or "type" not in self.model:
-            raise ConfigError("model: expected a mapping with a 'type' (a registered model name, see "
-                              "`captionkit models list`)")
+            raise ConfigError(
+                "model: expected a mapping with a 'type' (a registered model name, see `captionkit models list`)"
+            )
         for name in ("dataset", "out", "encoder"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: missing; give it in the config file, as --{name} or with --set {name}=...")
@@ -147,14 +158,18 @@ class RunConfig:
         metrics = {m.lower() for m in _metric_names(self.eval.metrics)}  # an unknown metric name fails here
         metric = self.train.early_stopping_metric
         if metric != "dev_loss" and metric.lower() not in metrics:
-            raise ConfigError(f"train.early_stopping_metric={metric!r} is not computed: use 'dev_loss' or one of "
-                              f"eval.metrics {self.eval.metrics}")
+            raise ConfigError(
+                f"train.early_stopping_metric={metric!r} is not computed: use 'dev_loss' or one of "
+                f"eval.metrics {self.eval.metrics}"
+            )
 
 
 def _check_init_from(objective: str | None, init_from: str | None) -> None:
     if objective == "scst" and not init_from:
-        raise ConfigError("train.objective='scst' fine-tunes a trained model: set init_from to a model directory "
-                          "trained with cross-entropy (`captionkit train --init-from MODEL_DIR`)")
+        raise ConfigError(
+            "train.objective='scst' fine-tunes a trained model: set init_from to a model directory "
+            "trained with cross-entropy (`captionkit train --init-from MODEL_DIR`)"
+        )
 
 
 def _metric_names(metrics: list[str]) -> list[str]:
@@ -174,8 +189,9 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-") or "encoder"
 
 
-def load_run_config(config: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None,
-                    **flags: Any) -> RunConfig:
+def load_run_config(
+    config: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None, **flags: Any
+) -> RunConfig:
     """preset <- config file <- flags given on the command line (dataset=, out=, ...) <- `--set` overrides."""
     from captionkit.registry import get_preset
 
@@ -191,7 +207,9 @@ def load_run_config(config: str | Path | None = None, preset: str | None = None,
     _check_init_from(data.get("train", {}).get("objective"), data.get("init_from"))
     for name in ("model", "encoder", "dataset", "out"):
         if name not in data:
-            raise ConfigError(f"{name}: missing; give --preset NAME or a --config file with a '{name}' entry"
-                              if name in ("model", "encoder") else
-                              f"{name}: missing; give --{name} or put '{name}' in the config file")
+            raise ConfigError(
+                f"{name}: missing; give --preset NAME or a --config file with a '{name}' entry"
+                if name in ("model", "encoder")
+                else f"{name}: missing; give --{name} or put '{name}' in the config file"
+            )
     return from_dict(RunConfig, data, where="config")

@@ -1,12 +1,14 @@
 """Training data: one item per (image, caption) pair, image features read from the feature cache by image id (or
 pixels decoded in DataLoader workers for end-to-end models), shuffled deterministically from (seed, epoch) so a
 run's data position can be saved and restored exactly."""
+
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,8 +39,14 @@ class EpochSampler(Sampler[int]):
     re-seeding anything, and every process draws the same permutation.
     """
 
-    def __init__(self, num_items: int, seed: int, shuffle: bool = True, groups: Sequence[Sequence[int]] | None = None,
-                 per_group: int | None = None) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        seed: int,
+        shuffle: bool = True,
+        groups: Sequence[Sequence[int]] | None = None,
+        per_group: int | None = None,
+    ) -> None:
         self.num_items = num_items
         self.seed = seed
         self.shuffle = shuffle
@@ -52,7 +60,7 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         if self.groups is not None:
-            items = [g[i] for g in self.groups for i in torch.randperm(len(g), generator=generator)[:self.per_group]]
+            items = [g[i] for g in self.groups for i in torch.randperm(len(g), generator=generator)[: self.per_group]]
         else:
             items = list(range(self.num_items))
         if not self.shuffle:
@@ -73,8 +81,14 @@ def usable_records(dataset: CaptionDataset, split: str) -> list[Record]:
     if dropped:
         captions = sum(len(r.captions) for r in dropped)
         names = ", ".join(r.image_id for r in dropped[:3])
-        log.warning("%s split: %d of %d images are missing; their %d captions are not used (first: %s)",
-                    split, len(dropped), len(records), captions, names)
+        log.warning(
+            "%s split: %d of %d images are missing; their %d captions are not used (first: %s)",
+            split,
+            len(dropped),
+            len(records),
+            captions,
+            names,
+        )
     return kept
 
 
@@ -82,8 +96,9 @@ def caption_pairs(records: Sequence[Record], tokenizer: TextTokenizer, max_token
     """One (image id, ids) pair per caption; captions are tokenized once here, not every epoch."""
     from captionkit.data.text import encode_for_training
 
-    return [(r.image_id, encode_for_training(tokenizer, caption, max_tokens))
-            for r in records for caption in r.captions]
+    return [
+        (r.image_id, encode_for_training(tokenizer, caption, max_tokens)) for r in records for caption in r.captions
+    ]
 
 
 class FeatureSource:
@@ -148,13 +163,14 @@ class CollatePairs:
         from captionkit.data.text import collate_captions
 
         input_ids, labels = collate_captions([item["ids"] for item in items], self.pad_token_id)
-        return {"features": torch.stack([item["features"] for item in items]), "input_ids": input_ids,
-                "labels": labels}
+        return {"features": torch.stack([item["features"] for item in items]), "input_ids": input_ids, "labels": labels}
 
 
 def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"image_ids": [item["image_id"] for item in items],
-            "features": torch.stack([item["features"] for item in items])}
+    return {
+        "image_ids": [item["image_id"] for item in items],
+        "features": torch.stack([item["features"] for item in items]),
+    }
 
 
 def image_groups(pairs: Sequence[Pair]) -> list[list[int]]:
@@ -165,9 +181,15 @@ def image_groups(pairs: Sequence[Pair]) -> list[list[int]]:
     return list(groups.values())
 
 
-def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int, collate: Callable[[list], Any],
-                 groups: Sequence[Sequence[int]] | None = None, per_group: int | None = None
-                 ) -> tuple[DataLoader, EpochSampler, torch.Generator]:
+def train_loader(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    num_workers: int,
+    collate: Callable[[list], Any],
+    groups: Sequence[Sequence[int]] | None = None,
+    per_group: int | None = None,
+) -> tuple[DataLoader, EpochSampler, torch.Generator]:
     """The training DataLoader, its sampler and the generator its workers are seeded from.
 
     `groups`/`per_group`: visit `per_group` random items of each group per epoch (EpochSampler).
@@ -176,18 +198,36 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, num_workers: int,
     """
     sampler = EpochSampler(len(dataset), seed, groups=groups, per_group=per_group)
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        collate_fn=collate, generator=generator,
-                        persistent_workers=False, pin_memory=torch.cuda.is_available())
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        generator=generator,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
     return loader, sampler, generator
 
 
-def shard_loader(dataset: Dataset, batch_size: int, num_workers: int, collate: Callable[[list], Any],
-                 process_index: int, num_processes: int) -> DataLoader:
+def shard_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int,
+    collate: Callable[[list], Any],
+    process_index: int,
+    num_processes: int,
+) -> DataLoader:
     """This process's share (every num_processes-th item, no padding duplicates) of an evaluation dataset."""
     indices = list(range(process_index, len(dataset), num_processes))
-    return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, collate_fn=collate)
+    return DataLoader(
+        torch.utils.data.Subset(dataset, indices),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate,
+    )
 
 
 def feature_cache_dir(encoder: str, fingerprint: str, configured: str | None, run_dir: Path) -> Path:
@@ -221,8 +261,16 @@ def local_weights_stamp(encoder: str) -> str:
     return ""
 
 
-def feature_source(dataset: CaptionDataset, records: Sequence[Record], encoder: str, configured: str | None,
-                   run_dir: Path, device: torch.device, num_workers: int, batch_size: int = 32) -> FeatureSource:
+def feature_source(
+    dataset: CaptionDataset,
+    records: Sequence[Record],
+    encoder: str,
+    configured: str | None,
+    run_dir: Path,
+    device: torch.device,
+    num_workers: int,
+    batch_size: int = 32,
+) -> FeatureSource:
     """The feature cache for (dataset, encoder) holding every image of `records`: reused when it already has them,
     else extracted (or an interrupted extraction resumed) first. A cache of another encoder or dataset is refused
     (FeatureCacheError says what differs)."""
@@ -240,8 +288,14 @@ def feature_source(dataset: CaptionDataset, records: Sequence[Record], encoder: 
             return FeatureSource(cache)
     log.info("features: encoding %d images with %s into %s", len(wanted), encoder, directory)
     image_encoder = load_encoder(encoder).to(device)
-    cache = extract_features(records, image_encoder, directory, batch_size=batch_size, num_workers=num_workers,
-                             dataset_fingerprint=fingerprint)
+    cache = extract_features(
+        records,
+        image_encoder,
+        directory,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        dataset_fingerprint=fingerprint,
+    )
     return FeatureSource(cache)
 
 
@@ -251,6 +305,11 @@ def with_features(records: Sequence[Record], source: Any, split: str) -> list[Re
         return list(records)
     kept = [r for r in records if r.image_id in source.cache]
     if len(kept) < len(records):
-        log.warning("%s split: %d images could not be read when features were extracted; their captions are not "
-                    "used (see `captionkit features info %s`)", split, len(records) - len(kept), source.cache.directory)
+        log.warning(
+            "%s split: %d images could not be read when features were extracted; their captions are not "
+            "used (see `captionkit features info %s`)",
+            split,
+            len(records) - len(kept),
+            source.cache.directory,
+        )
     return kept

@@ -1,11 +1,13 @@
 """Evaluation on the dev split during training: the caption loss (token-weighted, over all dev captions) and,
 when captionkit's decoding and metrics modules are installed, caption metrics of greedy (or configured) decodes.
 Each process takes a share of the data; the results are combined so every process gets the same numbers."""
+
 from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object, send_to_device
@@ -30,15 +32,23 @@ def metrics_unavailable() -> str | None:
 class DevEvaluator:
     """Computes {"dev_loss": ..., "dev_<metric>": ...} for the model at the end of an epoch."""
 
-    def __init__(self, accelerator: Any, records: Sequence[Record], pairs: PairDataset,
-                 source: Callable[[str], Tensor], tokenizer: TextTokenizer, config: EvalConfig,
-                 num_workers: int) -> None:
+    def __init__(
+        self,
+        accelerator: Any,
+        records: Sequence[Record],
+        pairs: PairDataset,
+        source: Callable[[str], Tensor],
+        tokenizer: TextTokenizer,
+        config: EvalConfig,
+        num_workers: int,
+    ) -> None:
         self.accelerator = accelerator
         self.tokenizer = tokenizer
         self.config = config
         rank, world = accelerator.process_index, accelerator.num_processes
-        self.loss_loader = shard_loader(pairs, config.batch_size, num_workers, CollatePairs(tokenizer.pad_token_id),
-                                        rank, world)
+        self.loss_loader = shard_loader(
+            pairs, config.batch_size, num_workers, CollatePairs(tokenizer.pad_token_id), rank, world
+        )
         self.metrics = list(config.metrics)
         reason = metrics_unavailable() if self.metrics else None
         if reason:
@@ -54,8 +64,13 @@ class DevEvaluator:
             self.decoding = from_dict(DecodingConfig, config.decoding, where="eval.decoding")
         chosen = list(records)[: config.max_images] if config.max_images else list(records)
         self.references = {r.image_id: list(r.captions) for r in chosen}
-        self.image_loader = shard_loader(ImageDataset(list(self.references), source), config.batch_size,
-                                         num_workers, collate_images, rank, world) if self.metrics else None
+        self.image_loader = (
+            shard_loader(
+                ImageDataset(list(self.references), source), config.batch_size, num_workers, collate_images, rank, world
+            )
+            if self.metrics
+            else None
+        )
 
     @torch.no_grad()
     def __call__(self, model: CaptionModel) -> tuple[dict[str, float], list[dict[str, str]]]:

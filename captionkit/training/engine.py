@@ -1,5 +1,6 @@
 """The training loop on Hugging Face accelerate. It knows nothing about the model it trains (minGPT's trainer):
 the model comes from the registry, its tokenizer from the model class, its batches from the data module."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,13 +8,14 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import Tensor
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch import Tensor
 
 from captionkit.config import to_dict, write_resolved_config
 from captionkit.data.records import DatasetError
@@ -22,13 +24,20 @@ from captionkit.models.base import CaptionModel, TextTokenizer, build_model
 from captionkit.models.model_dir import save_model_dir
 from captionkit.training import checkpoint as ckpt
 from captionkit.training.config import RunConfig, TrainConfig
-from captionkit.training.data import (PairDataset, PixelSource, caption_pairs, epoch_seed,
-                                      feature_source, train_loader, usable_records,
-                                      with_features)
-from captionkit.training.objectives import make_objective
+from captionkit.training.data import (
+    PairDataset,
+    PixelSource,
+    caption_pairs,
+    epoch_seed,
+    feature_source,
+    train_loader,
+    usable_records,
+    with_features,
+)
 from captionkit.training.dev_eval import DevEvaluator
 from captionkit.training.init_from import init_tokenizer, load_init_weights
 from captionkit.training.logging import LOG_NAME, RunLogger, Throughput, truncate_jsonl
+from captionkit.training.objectives import make_objective
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +50,15 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     precision = config.mixed_precision if has_gpu else "no"
     if precision != config.mixed_precision:
         log.warning("train.mixed_precision=%s needs a GPU; training in fp32 on CPU", config.mixed_precision)
-    return Accelerator(cpu=not has_gpu, mixed_precision=precision,
-                       gradient_accumulation_steps=config.grad_accum_steps)
+    return Accelerator(cpu=not has_gpu, mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps)
 
 
-def build_model_and_tokenizer(model_data: dict[str, Any], train_captions: list[str],
-                              tokenizer: TextTokenizer | None = None,
-                              pretrained: bool = True) -> tuple[CaptionModel, TextTokenizer]:
+def build_model_and_tokenizer(
+    model_data: dict[str, Any],
+    train_captions: list[str],
+    tokenizer: TextTokenizer | None = None,
+    pretrained: bool = True,
+) -> tuple[CaptionModel, TextTokenizer]:
     """The model family builds its tokenizer from the training captions (or a saved one is reused), the
     family fills in what the tokenizer decides (e.g. vocab_size), then the model is built by name
     (`pretrained=False`: no pretrained parts fetched, for weights that are loaded afterwards)."""
@@ -55,8 +66,9 @@ def build_model_and_tokenizer(model_data: dict[str, Any], train_captions: list[s
     from captionkit.registry import get_model_class
 
     cls = get_model_class(model_data["type"])
-    config = from_dict(cls.config_class, {k: v for k, v in model_data.items() if k != "type"},
-                       where=f"model ({cls.model_type})")
+    config = from_dict(
+        cls.config_class, {k: v for k, v in model_data.items() if k != "type"}, where=f"model ({cls.model_type})"
+    )
     if tokenizer is None:
         if not hasattr(cls, "build_tokenizer"):
             raise TypeError(f"model type {cls.model_type!r} has no build_tokenizer(config, train_captions) classmethod")
@@ -69,8 +81,9 @@ def build_model_and_tokenizer(model_data: dict[str, Any], train_captions: list[s
 ENCODER_PREFIX = "image_encoder."  # parameters of an encoder a model fine-tunes end to end (input_kind "pixels")
 
 
-def param_groups(model: CaptionModel, weight_decay: float, lr: float,
-                 encoder_lr: float | None = None) -> list[dict[str, Any]]:
+def param_groups(
+    model: CaptionModel, weight_decay: float, lr: float, encoder_lr: float | None = None
+) -> list[dict[str, Any]]:
     """Trainable parameters only (frozen ones get no optimizer state); no weight decay on biases and norm scales;
     a fine-tuned image encoder at `encoder_lr` when given (a pretrained encoder wants smaller steps than a new
     decoder: Show-Attend-Tell fine-tunes VGG at 1e-4 beside a 4e-4 decoder)."""
@@ -81,13 +94,16 @@ def param_groups(model: CaptionModel, weight_decay: float, lr: float,
     groups = []
     for in_encoder, group_lr in ((False, lr), (True, encoder_lr or lr)):
         part = [p for n, p in named if n.startswith(ENCODER_PREFIX) == in_encoder]
-        groups += [{"params": [p for p in part if p.dim() >= 2], "weight_decay": weight_decay, "lr": group_lr},
-                   {"params": [p for p in part if p.dim() < 2], "weight_decay": 0.0, "lr": group_lr}]
+        groups += [
+            {"params": [p for p in part if p.dim() >= 2], "weight_decay": weight_decay, "lr": group_lr},
+            {"params": [p for p in part if p.dim() < 2], "weight_decay": 0.0, "lr": group_lr},
+        ]
     return [g for g in groups if g["params"]]
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up from 0, then linear or cosine decay to 0 at `total_steps`, or constant."""
     warmup = config.warmup_steps or int(config.warmup_ratio * total_steps)
 
@@ -119,8 +135,10 @@ def _quiet_unless_main(accelerator: Accelerator) -> Iterator[None]:
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     if not resume and ckpt.checkpoint_dirs(run_dir):
-        raise CheckpointError(f"{run_dir / ckpt.CHECKPOINTS_DIR}: this run directory already holds checkpoints; "
-                              "pass --resume to continue it or choose another --out")
+        raise CheckpointError(
+            f"{run_dir / ckpt.CHECKPOINTS_DIR}: this run directory already holds checkpoints; "
+            "pass --resume to continue it or choose another --out"
+        )
 
 
 def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
@@ -129,8 +147,9 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
         old = json.loads(previous.read_text(encoding="utf-8"))
         changed = sorted(k for k, v in to_dict(config).items() if old.get(k) != v)
         if changed:
-            log.warning("resuming with a changed config (sections: %s); see %s for the old one", ", ".join(changed),
-                        previous)
+            log.warning(
+                "resuming with a changed config (sections: %s); see %s for the old one", ", ".join(changed), previous
+            )
     ckpt.remove_partial(run_dir)
     write_resolved_config(config, run_dir)
 
@@ -192,8 +211,11 @@ class _Trainer:
         else:
             saved_tokenizer = init_tokenizer(init_from) if init_from else None
         model, self.tokenizer = build_model_and_tokenizer(
-            self.config.model, [c for r in train_records for c in r.captions], saved_tokenizer,
-            pretrained=init_from is None)
+            self.config.model,
+            [c for r in train_records for c in r.captions],
+            saved_tokenizer,
+            pretrained=init_from is None,
+        )
         if init_from:
             load_init_weights(model, init_from)
             log.info("weights from %s", init_from)
@@ -203,14 +225,17 @@ class _Trainer:
 
         self.objective = make_objective(self.config, self.tokenizer, train_records)
         items, collate, groups, per_group = self.objective.train_data(train_records, source)
-        loader, sampler, generator = train_loader(items, tc.batch_size, tc.seed, tc.num_workers, collate, groups,
-                                                  per_group)
-        optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.lr, tc.encoder_lr), lr=tc.lr,
-                                      betas=tuple(tc.adam_betas))
+        loader, sampler, generator = train_loader(
+            items, tc.batch_size, tc.seed, tc.num_workers, collate, groups, per_group
+        )
+        optimizer = torch.optim.AdamW(
+            param_groups(model, tc.weight_decay, tc.lr, tc.encoder_lr), lr=tc.lr, betas=tuple(tc.adam_betas)
+        )
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         steps_per_epoch = math.ceil(len(loader) / tc.grad_accum_steps)
-        total_steps = steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps,
-                                                                                   steps_per_epoch * tc.epochs)
+        total_steps = (
+            steps_per_epoch * tc.epochs if tc.max_steps is None else min(tc.max_steps, steps_per_epoch * tc.epochs)
+        )
         # Not given to accelerate.prepare: its wrapper steps the schedule once per process per update; the
         # schedule here counts optimizer updates, whatever the number of processes.
         scheduler = make_scheduler(optimizer, tc, total_steps)
@@ -222,18 +247,31 @@ class _Trainer:
         evaluator = None
         if dev_records:
             dev_pairs = PairDataset(caption_pairs(dev_records, self.tokenizer, tc.max_caption_tokens), source)
-            evaluator = DevEvaluator(acc, dev_records, dev_pairs, source, self.tokenizer, self.config.eval,
-                                     tc.num_workers)
+            evaluator = DevEvaluator(
+                acc, dev_records, dev_pairs, source, self.tokenizer, self.config.eval, tc.num_workers
+            )
         else:
             log.warning("no %s images: no evaluation, the last model is kept", self.config.eval.split)
         self.logger = RunLogger(self.run_dir, acc.is_main_process, total_steps, state.global_step)
         if self.resumed_from is not None:
-            self.logger.event("resume", epoch=state.epoch, step=state.global_step,
-                              batches_in_epoch=state.batches_in_epoch, path=str(self.resumed_from))
-        self.logger.event("start", epoch=state.epoch, step=state.global_step, total_steps=total_steps,
-                          objective=tc.objective, train_items=len(items), init_from=init_from,
-                          processes=acc.num_processes,
-                          global_batch=tc.batch_size * acc.num_processes * tc.grad_accum_steps)
+            self.logger.event(
+                "resume",
+                epoch=state.epoch,
+                step=state.global_step,
+                batches_in_epoch=state.batches_in_epoch,
+                path=str(self.resumed_from),
+            )
+        self.logger.event(
+            "start",
+            epoch=state.epoch,
+            step=state.global_step,
+            total_steps=total_steps,
+            objective=tc.objective,
+            train_items=len(items),
+            init_from=init_from,
+            processes=acc.num_processes,
+            global_batch=tc.batch_size * acc.num_processes * tc.grad_accum_steps,
+        )
         try:
             self._loop(state, model, optimizer, scheduler, loader, sampler, generator, evaluator)
         finally:
@@ -244,8 +282,15 @@ class _Trainer:
         if getattr(model, "input_kind", "features") == "pixels":
             return PixelSource(records, model.image_encoder.preprocess)
         with self.accelerator.main_process_first():  # the main process extracts; the others then reuse
-            return feature_source(dataset, records, self.config.encoder, self.config.features, self.run_dir,
-                                  self.accelerator.device, self.tc.num_workers)
+            return feature_source(
+                dataset,
+                records,
+                self.config.encoder,
+                self.config.features,
+                self.run_dir,
+                self.accelerator.device,
+                self.tc.num_workers,
+            )
 
     def _resume(self, checkpoints: list, optimizer: Any, scheduler: Any) -> TrainerState:
         self.resumed_from = None
@@ -258,13 +303,19 @@ class _Trainer:
                 unreadable.append(path)
                 continue
             if saved.get("num_processes") != self.accelerator.num_processes:
-                log.warning("%s was written by %s processes, this run has %d: the data order changes", path,
-                            saved.get("num_processes"), self.accelerator.num_processes)
+                log.warning(
+                    "%s was written by %s processes, this run has %d: the data order changes",
+                    path,
+                    saved.get("num_processes"),
+                    self.accelerator.num_processes,
+                )
             state = TrainerState(**{f.name: saved[f.name] for f in dataclasses.fields(TrainerState) if f.name in saved})
             if self.accelerator.is_main_process:
                 # drop what the killed run logged after this checkpoint: it is about to be redone
-                truncate_jsonl(self.run_dir / LOG_NAME, lambda e, step=state.global_step:
-                               e.get("step") is None or e["step"] <= step)
+                truncate_jsonl(
+                    self.run_dir / LOG_NAME,
+                    lambda e, step=state.global_step: e.get("step") is None or e["step"] <= step,
+                )
             log.info("resumed from %s (epoch %d, step %d)", path, state.epoch, state.global_step)
             self.resumed_from = path
             break
@@ -274,8 +325,17 @@ class _Trainer:
                 ckpt.set_aside(path)
         return state
 
-    def _loop(self, state: TrainerState, model: Any, optimizer: Any, scheduler: Any, loader: Any, sampler: Any,
-              generator: torch.Generator, evaluator: DevEvaluator | None) -> None:
+    def _loop(
+        self,
+        state: TrainerState,
+        model: Any,
+        optimizer: Any,
+        scheduler: Any,
+        loader: Any,
+        sampler: Any,
+        generator: torch.Generator,
+        evaluator: DevEvaluator | None,
+    ) -> None:
         acc, tc = self.accelerator, self.tc
         params = self.unwrapped.trainable_parameters()
         window, speed = _Means(acc.device), Throughput()
@@ -328,21 +388,39 @@ class _Trainer:
         acc.wait_for_everyone()
         self.logger.event("end", epoch=state.epoch, step=state.global_step, best=state.best, best_step=state.best_step)
 
-    def _log_step(self, state: TrainerState, loss: float, lr: float, samples_per_s: float,
-                  stats: dict[str, float]) -> None:
-        self.logger.event("step", epoch=state.epoch, step=state.global_step, train_loss=loss, lr=lr,
-                          samples_per_s=samples_per_s, **{f"train_{k}": v for k, v in stats.items()})
+    def _log_step(
+        self, state: TrainerState, loss: float, lr: float, samples_per_s: float, stats: dict[str, float]
+    ) -> None:
+        self.logger.event(
+            "step",
+            epoch=state.epoch,
+            step=state.global_step,
+            train_loss=loss,
+            lr=lr,
+            samples_per_s=samples_per_s,
+            **{f"train_{k}": v for k, v in stats.items()},
+        )
         self.logger.progress(0, loss=loss, samples_per_s=samples_per_s, **stats)
-        self.logger.scalars(state.global_step, {"train/loss": loss, "train/lr": lr,
-                                                "train/samples_per_s": samples_per_s,
-                                                **{f"train/{k}": v for k, v in stats.items()}})
+        self.logger.scalars(
+            state.global_step,
+            {
+                "train/loss": loss,
+                "train/lr": lr,
+                "train/samples_per_s": samples_per_s,
+                **{f"train/{k}": v for k, v in stats.items()},
+            },
+        )
 
     def _evaluate(self, state: TrainerState, evaluator: DevEvaluator | None, train_stats: dict[str, float]) -> None:
         """Dev scores (early stopping, best model) and the epoch's mean objective statistics, logged together."""
         if evaluator is None:
             if train_stats:
-                self.logger.event("epoch", epoch=state.epoch, step=state.global_step,
-                                  **{f"train_{k}": v for k, v in train_stats.items()})
+                self.logger.event(
+                    "epoch",
+                    epoch=state.epoch,
+                    step=state.global_step,
+                    **{f"train_{k}": v for k, v in train_stats.items()},
+                )
             return
         scores, examples = evaluator(self.unwrapped)
         name = self.tc.early_stopping_metric
@@ -363,27 +441,57 @@ class _Trainer:
         patience = self.tc.early_stopping_patience
         stop = patience is not None and state.bad_evals >= patience and not state.finished
         train = {f"train_{k}": v for k, v in train_stats.items()}
-        self.logger.event("epoch", epoch=state.epoch, step=state.global_step, **train, **scores, best=state.best,
-                          improved=improved, examples=examples)
+        self.logger.event(
+            "epoch",
+            epoch=state.epoch,
+            step=state.global_step,
+            **train,
+            **scores,
+            best=state.best,
+            improved=improved,
+            examples=examples,
+        )
         self.logger.scalars(state.global_step, {f"dev/{k[4:]}": v for k, v in scores.items()})
-        self.logger.message(" ".join([f"epoch {state.epoch} step {state.global_step}:"] +
-                                     [f"{k}={v:.4f}" for k, v in {**train, **scores}.items()]))
+        self.logger.message(
+            " ".join(
+                [f"epoch {state.epoch} step {state.global_step}:"]
+                + [f"{k}={v:.4f}" for k, v in {**train, **scores}.items()]
+            )
+        )
         if stop:
             state.finished = True
-            self.logger.event("early_stop", epoch=state.epoch, step=state.global_step, metric=key,
-                              patience=patience, best=state.best, best_step=state.best_step)
+            self.logger.event(
+                "early_stop",
+                epoch=state.epoch,
+                step=state.global_step,
+                metric=key,
+                patience=patience,
+                best=state.best,
+                best_step=state.best_step,
+            )
             log.info("early stopping: %s has not improved for %d evaluations", key, patience)
         self.unwrapped.train()
 
     def _save_model(self, state: TrainerState, scores: dict[str, float]) -> None:
-        save_model_dir(self.run_dir / MODEL_DIR, self.unwrapped, self.tokenizer, self.config.encoder,
-                       extra={"training": {"epoch": state.epoch, "step": state.global_step, **scores}})
+        save_model_dir(
+            self.run_dir / MODEL_DIR,
+            self.unwrapped,
+            self.tokenizer,
+            self.config.encoder,
+            extra={"training": {"epoch": state.epoch, "step": state.global_step, **scores}},
+        )
 
     def _checkpoint(self, state: TrainerState, optimizer: Any, scheduler: Any) -> None:
-        path = ckpt.save_checkpoint(self.accelerator, self.run_dir, self.unwrapped, optimizer, scheduler,
-                                    self.tokenizer, {**dataclasses.asdict(state),
-                                                     "tokenizer_type": self.tokenizer.tokenizer_type},
-                                    self.tc.keep_last_n)
+        path = ckpt.save_checkpoint(
+            self.accelerator,
+            self.run_dir,
+            self.unwrapped,
+            optimizer,
+            scheduler,
+            self.tokenizer,
+            {**dataclasses.asdict(state), "tokenizer_type": self.tokenizer.tokenizer_type},
+            self.tc.keep_last_n,
+        )
         self.logger.event("checkpoint", epoch=state.epoch, step=state.global_step, path=str(path))
 
 
@@ -413,8 +521,10 @@ class _Means:
 
 def _require(records: list, dataset: str) -> list:
     if not records:
-        raise DatasetError(f"{dataset}: no usable training images (train split empty, or every image missing or "
-                           "unreadable); run `captionkit data check` on it")
+        raise DatasetError(
+            f"{dataset}: no usable training images (train split empty, or every image missing or "
+            "unreadable); run `captionkit data check` on it"
+        )
     return records
 
 

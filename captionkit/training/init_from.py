@@ -1,6 +1,7 @@
 """Starting a run from another model directory's weights (fine-tuning, self-critical training after cross-entropy):
 its architecture and encoder fill the run config, its tokenizer is kept, and weights that do not fit are refused
 with the differing keys."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,10 @@ def with_init_model(data: dict[str, Any]) -> dict[str, Any]:
     given = data.get("model", {})
     wanted = given.get("type") if isinstance(given, dict) else None
     if wanted is not None and wanted != source["model"]["type"]:
-        raise ConfigError(f"model.type={wanted!r} but init_from {directory} holds a {source['model']['type']!r} "
-                          "model; start from a model of that type or use settings for its type")
+        raise ConfigError(
+            f"model.type={wanted!r} but init_from {directory} holds a {source['model']['type']!r} "
+            "model; start from a model of that type or use settings for its type"
+        )
     encoder = absolute_spec(source.get("encoder"), directory)  # stored relative to the model directory
     return merge({"model": source["model"], "encoder": encoder}, data)
 
@@ -56,13 +59,22 @@ def load_init_weights(model: CaptionModel, directory: str | Path) -> None:
         pointers.setdefault(tensor.data_ptr(), set()).add(key)
     missing = sorted(k for k, t in own.items() if k not in stored and not (pointers[t.data_ptr()] & stored.keys()))
     unexpected = sorted(k for k in stored if k not in own)
-    shapes = sorted(f"{k} {stored[k]} vs {tuple(own[k].shape)}" for k in stored
-                    if k in own and stored[k] != tuple(own[k].shape))
+    shapes = sorted(
+        f"{k} {stored[k]} vs {tuple(own[k].shape)}" for k in stored if k in own and stored[k] != tuple(own[k].shape)
+    )
     if missing or unexpected or shapes:
-        parts = [f"{what} {len(keys)}: {', '.join(keys[:SHOWN])}{' ...' if len(keys) > SHOWN else ''}"
-                 for what, keys in (("missing in the directory", missing), ("not in the model", unexpected),
-                                    ("shape (directory vs model)", shapes)) if keys]
-        raise ModelDirError(f"init_from {directory}: its weights do not fit the configured {model.model_type} "
-                            f"model (same architecture needed); {'; '.join(parts)}")
+        parts = [
+            f"{what} {len(keys)}: {', '.join(keys[:SHOWN])}{' ...' if len(keys) > SHOWN else ''}"
+            for what, keys in (
+                ("missing in the directory", missing),
+                ("not in the model", unexpected),
+                ("shape (directory vs model)", shapes),
+            )
+            if keys
+        ]
+        raise ModelDirError(
+            f"init_from {directory}: its weights do not fit the configured {model.model_type} "
+            f"model (same architecture needed); {'; '.join(parts)}"
+        )
     with torch.no_grad():
         load_model(model, str(weights), strict=False, device=str(next(model.parameters()).device))

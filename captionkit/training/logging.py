@@ -1,5 +1,6 @@
 """What a run reports while it trains: a progress bar (loss, samples/s, ETA), RUN_DIR/log.jsonl (one JSON object
 per event) and TensorBoard event files in RUN_DIR/tensorboard. Only the main process writes."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -19,8 +21,9 @@ TENSORBOARD_DIR = "tensorboard"
 class RunLogger:
     """Writes nothing when `enabled` is False (non-main processes), so callers never branch on the rank."""
 
-    def __init__(self, run_dir: Path, enabled: bool, total_steps: int, initial_step: int = 0,
-                 progress: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, enabled: bool, total_steps: int, initial_step: int = 0, progress: bool = True
+    ) -> None:
         self.enabled = enabled
         self.jsonl = None
         self.writer = None
@@ -34,8 +37,9 @@ class RunLogger:
         # purge_step drops events a killed run wrote after its last checkpoint, so curves do not zig-zag
         purge = initial_step + 1 if initial_step else None
         self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge)
-        self.bar = tqdm(total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True,
-                        disable=not progress)
+        self.bar = tqdm(
+            total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True, disable=not progress
+        )
 
     def event(self, event: str, **fields: Any) -> None:
         """Append one line to log.jsonl: {"event", **fields, "time"}; non-finite floats become null."""
@@ -58,8 +62,9 @@ class RunLogger:
         if self.bar is None:
             return
         if postfix:
-            self.bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()},
-                                 refresh=False)
+            self.bar.set_postfix(
+                {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()}, refresh=False
+            )
         self.bar.update(steps)
 
     def message(self, text: str) -> None:

@@ -1,8 +1,10 @@
 """Training objectives the engine runs: what a training item is and the loss of a batch. Cross-entropy (teacher
 forcing on (image, caption) pairs) and self-critical sequence training (sampled captions rewarded by CIDEr-D)."""
+
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -11,8 +13,14 @@ from torch.utils.data import Dataset
 from captionkit.data.records import Record
 from captionkit.models.base import CaptionModel, TextTokenizer, sequence_log_probs
 from captionkit.training.config import RunConfig, ScstConfig
-from captionkit.training.data import (CollatePairs, ImageDataset, PairDataset, caption_pairs, collate_images,
-                                      image_groups)
+from captionkit.training.data import (
+    CollatePairs,
+    ImageDataset,
+    PairDataset,
+    caption_pairs,
+    collate_images,
+    image_groups,
+)
 
 
 class Objective:
@@ -21,8 +29,9 @@ class Objective:
 
     name: ClassVar[str]
 
-    def train_data(self, records: Sequence[Record], source: Callable[[str], Tensor]
-                   ) -> tuple[Dataset, Callable[[list], Any], list[list[int]] | None, int | None]:
+    def train_data(
+        self, records: Sequence[Record], source: Callable[[str], Tensor]
+    ) -> tuple[Dataset, Callable[[list], Any], list[list[int]] | None, int | None]:
         """(dataset, collate function, item groups, items per group per epoch) of the training loader."""
         raise NotImplementedError
 
@@ -82,8 +91,13 @@ class SelfCritical(Objective):
         """Sampled ids -> (N, T) ids (EOS where the sample ended) and (N, T) mask, for the log-probabilities."""
         from captionkit.decoding import caption_targets
 
-        return caption_targets([list(seq) for seq in ids], self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
-                               self.sampling.max_new_tokens, device)
+        return caption_targets(
+            [list(seq) for seq in ids],
+            self.tokenizer.eos_token_id,
+            self.tokenizer.pad_token_id,
+            self.sampling.max_new_tokens,
+            device,
+        )
 
     def loss(self, model, unwrapped, batch):
         from captionkit.decoding import generate
@@ -101,8 +115,9 @@ class SelfCritical(Objective):
             greedy = generate(unwrapped, features, eos, self.greedy)
             baseline = self.rewards(image_ids, greedy).to(features.device)[:, None].expand(-1, k)
         input_ids, mask = self.targets(ids, features.device)
-        token_logp, entropy = sequence_log_probs(model, repeated, input_ids, mask,
-                                                 entropy=self.config.entropy_weight > 0)
+        token_logp, entropy = sequence_log_probs(
+            model, repeated, input_ids, mask, entropy=self.config.entropy_weight > 0
+        )
         advantage = (reward - baseline).reshape(-1)  # (B*k,), a constant: no gradient through the reward
         loss = -(advantage * token_logp.sum(dim=1)).mean()
         stats = {"reward": reward.mean(), "baseline": baseline.mean(), "sample_tokens": mask.sum(dim=1).mean()}

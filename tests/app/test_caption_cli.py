@@ -1,4 +1,5 @@
 """`captionkit caption`: files, folders and globs; JSONL/CSV output; unreadable files skipped and counted."""
+
 import csv
 import json
 
@@ -32,8 +33,18 @@ def test_folder_recursive_with_a_broken_file(tmp_path, tiny_model_dir, capsys):
 def test_glob_csv_and_keep_going(tmp_path, tiny_model_dir, capsys):
     folder = _images(tmp_path / "imgs")
     out = tmp_path / "captions.csv"
-    code = main(["caption", str(tiny_model_dir), str(folder / "*.jpg"), "--out", str(out), "--keep-going",
-                 "--max-new-tokens", "4"])
+    code = main(
+        [
+            "caption",
+            str(tiny_model_dir),
+            str(folder / "*.jpg"),
+            "--out",
+            str(out),
+            "--keep-going",
+            "--max-new-tokens",
+            "4",
+        ]
+    )
     assert code == 0
     rows = list(csv.DictReader(out.open()))
     assert [r["path"].rsplit("/", 1)[1] for r in rows] == ["a.jpg"]

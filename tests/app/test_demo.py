@@ -1,4 +1,5 @@
 """`captionkit demo` end to end on a tiny configuration: every step runs, outputs exist, a rerun reuses them."""
+
 import json
 
 import pytest
@@ -7,8 +8,14 @@ import yaml
 from captionkit.cli import main
 from captionkit.demo import DEMO_MODELS, Steps
 
-TINY_TRAIN = ["train.epochs=1", "train.max_steps=2", "train.batch_size=8", "eval.metrics=[]", "eval.max_images=4",
-              "train.early_stopping_metric=dev_loss"]
+TINY_TRAIN = [
+    "train.epochs=1",
+    "train.max_steps=2",
+    "train.batch_size=8",
+    "eval.metrics=[]",
+    "eval.max_images=4",
+    "train.early_stopping_metric=dev_loss",
+]
 
 
 @pytest.mark.slow
@@ -19,10 +26,14 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     for name in ("demo-clipcap-mlp", "demo-clipcap-transformer"):
         overrides[name].append("model.clip_dim=64")  # the tiny CLIP's embedding size
     # random encoders of the demo's shapes instead of the shipped pretrained ones: this tests the steps, not quality
-    config = {"images": 30, "size": 64, "decoding": {"max_new_tokens": 6}, "overrides": overrides,
-              "vgg_weights": "",
-              "clip": {"image_tower": "captionkit:tiny-clip", "epochs": 1, "width": 32, "layers": 1,
-                       "batch_size": 16}}
+    config = {
+        "images": 30,
+        "size": 64,
+        "decoding": {"max_new_tokens": 6},
+        "overrides": overrides,
+        "vgg_weights": "",
+        "clip": {"image_tower": "captionkit:tiny-clip", "epochs": 1, "width": 32, "layers": 1, "batch_size": 16},
+    }
     config_file = tmp_path / "demo.yaml"
     config_file.write_text(yaml.safe_dump(config))
     args = ["demo", "--out", str(out), "--config", str(config_file)]
@@ -45,10 +56,16 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     config_file.write_text(yaml.safe_dump(config))
     assert main(args) == 0
     redone = {name for name, mtime in markers.items() if (out / ".steps" / name).stat().st_mtime_ns != mtime}
-    assert redone == {"clip-pretrain.json", "train-demo-clipcap-mlp.json", "export-gpt2.json",
-                      "evaluate-demo-clipcap-mlp.json", "train-demo-clipcap-transformer.json",
-                      "evaluate-demo-clipcap-transformer.json", "train-demo-clipcap-mlp+scst.json",
-                      "evaluate-demo-clipcap-mlp+scst.json"}
+    assert redone == {
+        "clip-pretrain.json",
+        "train-demo-clipcap-mlp.json",
+        "export-gpt2.json",
+        "evaluate-demo-clipcap-mlp.json",
+        "train-demo-clipcap-transformer.json",
+        "evaluate-demo-clipcap-transformer.json",
+        "train-demo-clipcap-mlp+scst.json",
+        "evaluate-demo-clipcap-mlp+scst.json",
+    }
     clip_log = [json.loads(line) for line in (out / "clip" / "pretrain_log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in clip_log] == [0, 1]  # trained afresh, not the old CLIP reused
 

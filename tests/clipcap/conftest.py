@@ -1,4 +1,5 @@
 """Fixtures of the ClipCap tests: tiny configs and the reference checkpoints."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 
 
 @pytest.fixture(scope="session")

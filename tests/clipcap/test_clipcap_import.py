@@ -1,4 +1,5 @@
 """Original ClipCap checkpoints: conversion, parity with the original code's outputs, refusals, the CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,15 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from clipcap_helpers import reference_config
 
 from captionkit.cli import main
 from captionkit.errors import CheckpointError
 from captionkit.models.base import IGNORE_INDEX
 from captionkit.models.clipcap_import import convert_clipcap_checkpoint
-from captionkit.models.model_dir import load_model_dir, save_model_dir
 from captionkit.models.hf import GPT2BPETokenizer
-
-from clipcap_helpers import reference_config
+from captionkit.models.model_dir import load_model_dir, save_model_dir
 
 VARIANTS = {"mlp": "ref_outputs_mlp_tiny.pt", "transformer_ir02": "ref_outputs_transformer_ir02_tiny.pt"}
 K = 10  # prefix length of both fixture models
@@ -27,8 +27,9 @@ K = 10  # prefix length of both fixture models
 def imported(request, clipcap_reference, reference_variants, gpt2_tokenizer_dir, tmp_path):
     """A fixture model converted, saved as a model directory and loaded back, with the original's outputs."""
     spec = reference_variants[request.param]
-    model = convert_clipcap_checkpoint(clipcap_reference / spec["state_dict_file"],
-                                       reference_config(clipcap_reference, spec))
+    model = convert_clipcap_checkpoint(
+        clipcap_reference / spec["state_dict_file"], reference_config(clipcap_reference, spec)
+    )
     save_model_dir(tmp_path / "model", model, GPT2BPETokenizer.from_pretrained(str(gpt2_tokenizer_dir)), None)
     reference = torch.load(clipcap_reference / VARIANTS[request.param], weights_only=True)
     return load_model_dir(tmp_path / "model").model, reference, spec
@@ -42,15 +43,21 @@ def _with_extra_position(ids: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def test_mapper_logits_and_loss_match_the_original(imported, reference_inputs):
     model, ref, _ = imported
-    prefixes, tokens, padded = reference_inputs["prefixes"], reference_inputs["tokens"], reference_inputs["tokens_padded"]
+    prefixes, tokens, padded = (
+        reference_inputs["prefixes"],
+        reference_inputs["tokens"],
+        reference_inputs["tokens_padded"],
+    )
     assert torch.allclose(model.prefix(prefixes), ref["prefix_projections"], atol=1e-4)
 
     logits = model({"features": prefixes, "input_ids": _with_extra_position(tokens)}).logits
-    assert torch.allclose(logits, ref["logits"][:, K - 1:], atol=1e-4)  # every position after the prefix
+    assert torch.allclose(logits, ref["logits"][:, K - 1 :], atol=1e-4)  # every position after the prefix
 
     text_mask = torch.cat([reference_inputs["mask"][:, K:], torch.zeros(4, 1)], dim=1)
-    masked = model({"features": prefixes, "input_ids": _with_extra_position(padded), "attention_mask": text_mask}).logits
-    assert torch.allclose(masked, ref["logits_masked"][:, K - 1:], atol=1e-4)
+    masked = model(
+        {"features": prefixes, "input_ids": _with_extra_position(padded), "attention_mask": text_mask}
+    ).logits
+    assert torch.allclose(masked, ref["logits_masked"][:, K - 1 :], atol=1e-4)
 
     # their loss (ignore_index=0) from our logits, and ours (padding -100) on the same captions
     theirs = F.cross_entropy(masked[:, :-1].reshape(-1, masked.size(-1)), padded.reshape(-1), ignore_index=0)
@@ -75,20 +82,44 @@ def test_cached_greedy_reproduces_the_original_ids(imported, reference_inputs):
 
 def _import_args(root: Path, spec: dict, out: Path, *extra: str) -> list[str]:
     c = spec["constructor"]
-    args = ["import", "clipcap", str(root / spec["state_dict_file"]), "--mapping", c["mapping"],
-            "--prefix-length", str(c["prefix_length"]), "--num-layers", str(c["num_layers"]),
-            "--prefix-dim", str(c["prefix_size"]), "--gpt2", str(root / spec["gpt2_config_file"]), "--out", str(out)]
+    args = [
+        "import",
+        "clipcap",
+        str(root / spec["state_dict_file"]),
+        "--mapping",
+        c["mapping"],
+        "--prefix-length",
+        str(c["prefix_length"]),
+        "--num-layers",
+        str(c["num_layers"]),
+        "--prefix-dim",
+        str(c["prefix_size"]),
+        "--gpt2",
+        str(root / spec["gpt2_config_file"]),
+        "--out",
+        str(out),
+    ]
     if c["clip_length"]:
         args += ["--clip-length", str(c["clip_length"])]
     return args + list(extra)
 
 
-def test_cli_import_writes_a_loadable_model_dir(clipcap_reference, reference_variants, reference_inputs,
-                                                 gpt2_tokenizer_dir, tmp_path, capsys):
+def test_cli_import_writes_a_loadable_model_dir(
+    clipcap_reference, reference_variants, reference_inputs, gpt2_tokenizer_dir, tmp_path, capsys
+):
     spec = reference_variants["transformer_ir02"]
     out = tmp_path / "imported"
-    code = main(_import_args(clipcap_reference, spec, out, "--tokenizer", str(gpt2_tokenizer_dir),
-                             "--clip", "openai/clip-vit-base-patch32"))
+    code = main(
+        _import_args(
+            clipcap_reference,
+            spec,
+            out,
+            "--tokenizer",
+            str(gpt2_tokenizer_dir),
+            "--clip",
+            "openai/clip-vit-base-patch32",
+        )
+    )
     assert code == 0, capsys.readouterr().err
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["encoder"] == "clip:openai/clip-vit-base-patch32"
@@ -97,12 +128,15 @@ def test_cli_import_writes_a_loadable_model_dir(clipcap_reference, reference_var
     assert loaded.tokenizer.eos_token_id == 50256
     ref = torch.load(clipcap_reference / spec["outputs_file"], weights_only=True)
     with torch.no_grad():
-        logits = loaded.model({"features": reference_inputs["prefixes"], "input_ids": reference_inputs["tokens"]}).logits
-    assert torch.allclose(logits, ref["logits"][:, K - 1:-1], atol=1e-4)
+        logits = loaded.model(
+            {"features": reference_inputs["prefixes"], "input_ids": reference_inputs["tokens"]}
+        ).logits
+    assert torch.allclose(logits, ref["logits"][:, K - 1 : -1], atol=1e-4)
 
 
-def test_cli_refuses_a_mismatched_architecture_naming_key_and_shapes(clipcap_reference, reference_variants,
-                                                                    gpt2_tokenizer_dir, tmp_path, capsys):
+def test_cli_refuses_a_mismatched_architecture_naming_key_and_shapes(
+    clipcap_reference, reference_variants, gpt2_tokenizer_dir, tmp_path, capsys
+):
     spec = reference_variants["mlp"]
     args = _import_args(clipcap_reference, spec, tmp_path / "out", "--tokenizer", str(gpt2_tokenizer_dir))
     args[args.index("--prefix-dim") + 1] = "640"

@@ -1,4 +1,5 @@
 """ClipCapModel: the forward contract, frozen GPT-2, padding, cached decoding steps, model directories, presets."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clipcap_helpers import tiny_config
 
 from captionkit.config import ConfigError, from_dict
 from captionkit.models import hf
@@ -15,10 +17,12 @@ from captionkit.models.encoders import load_encoder
 from captionkit.models.model_dir import load_model_dir, save_model_dir
 from captionkit.registry import get_preset
 
-from clipcap_helpers import tiny_config
-
-CAPTIONS = ["a red square on a grey background .", "two blue stars and a green disc .",
-            "there is a single purple triangle .", "one orange cross above a small red square ."]
+CAPTIONS = [
+    "a red square on a grey background .",
+    "two blue stars and a green disc .",
+    "there is a single purple triangle .",
+    "one orange cross above a small red square .",
+]
 
 
 def _batch(b: int = 3, t: int = 7, d: int = 16, vocab: int = 1024, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -41,8 +45,9 @@ def test_forward_shapes_and_caption_only_loss(model):
     out = model(batch)
     assert out.logits.shape == (3, 7, 1024)
     assert model.prefix(batch["features"]).shape == (3, 3, 64)  # (B, k, E)
-    flat = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 1024), batch["labels"].reshape(-1),
-                                             ignore_index=IGNORE_INDEX)
+    flat = torch.nn.functional.cross_entropy(
+        out.logits.reshape(-1, 1024), batch["labels"].reshape(-1), ignore_index=IGNORE_INDEX
+    )
     assert torch.allclose(out.loss, flat)
     assert model.input_kind == "features"
     assert model(dict(batch, labels=None)).loss is None
@@ -52,9 +57,12 @@ def test_mapper_module_names_follow_the_original():
     mlp = ClipCapModel.build(tiny_config("mlp"))
     tr = ClipCapModel.build(tiny_config("transformer"))
     assert {"clip_project.model.0.weight", "clip_project.model.2.bias"} <= set(mlp.state_dict())
-    assert {"clip_project.prefix_const", "clip_project.linear.weight",
-            "clip_project.transformer.layers.1.attn.to_keys_values.weight",
-            "clip_project.transformer.layers.0.mlp.fc2.bias"} <= set(tr.state_dict())
+    assert {
+        "clip_project.prefix_const",
+        "clip_project.linear.weight",
+        "clip_project.transformer.layers.1.attn.to_keys_values.weight",
+        "clip_project.transformer.layers.0.mlp.fc2.bias",
+    } <= set(tr.state_dict())
     assert mlp.clip_project.model[0].out_features == 3 * 64 // 2  # k*E/2 hidden, as the original
 
 
@@ -92,7 +100,9 @@ def test_padding_changes_neither_loss_nor_real_positions(model):
     # each row equals the row run alone without any padding
     for row in range(3):
         n = int((~pad[row]).sum())
-        alone = model({"features": batch["features"][row:row + 1], "input_ids": batch["input_ids"][row:row + 1, :n]})
+        alone = model(
+            {"features": batch["features"][row : row + 1], "input_ids": batch["input_ids"][row : row + 1, :n]}
+        )
         assert torch.allclose(alone.logits[0], a.logits[row, :n], atol=1e-5)
 
 
@@ -104,7 +114,7 @@ def test_cached_start_step_match_the_uncached_forward(model):
     assert torch.allclose(logits, uncached_logits(model, features, tokens[:, :0]), atol=1e-5)
     for t in range(tokens.size(1)):
         logits, state = model.step(tokens[:, t], state)
-        assert torch.allclose(logits, uncached_logits(model, features, tokens[:, :t + 1]), atol=1e-5)
+        assert torch.allclose(logits, uncached_logits(model, features, tokens[:, : t + 1]), atol=1e-5)
     assert hf.kv_cache_length(state) == 3 + 4  # prefix + 4 tokens
 
 
@@ -174,11 +184,20 @@ def test_paper_presets_state_the_paper_settings():
         data = dict(preset["model"])
         assert data.pop("type") == "clipcap"
         config = from_dict(ClipCapConfig, data)
-        assert (config.mapping, config.prefix_length, config.clip_dim, config.gpt2, config.freeze_gpt2) == \
-            (mapping, 10, 512, "gpt2", frozen)
+        assert (config.mapping, config.prefix_length, config.clip_dim, config.gpt2, config.freeze_gpt2) == (
+            mapping,
+            10,
+            512,
+            "gpt2",
+            frozen,
+        )
         assert preset["encoder"] == "clip:openai/clip-vit-base-patch32"
-        assert {k: preset["train"][k] for k in ("lr", "warmup_steps", "batch_size", "epochs")} == \
-            {"lr": 2e-5, "warmup_steps": 5000, "batch_size": 40, "epochs": 10}
+        assert {k: preset["train"][k] for k in ("lr", "warmup_steps", "batch_size", "epochs")} == {
+            "lr": 2e-5,
+            "warmup_steps": 5000,
+            "batch_size": 40,
+            "epochs": 10,
+        }
     assert get_preset("clipcap-transformer")["model"]["num_layers"] == 8
 
 

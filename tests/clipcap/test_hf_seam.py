@@ -1,4 +1,5 @@
 """The transformers seam: GPT-2 and CLIP from directories (the hub-id code path), configs, tokenizers."""
+
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from clipcap_helpers import tiny_config
 from PIL import Image
 
 from captionkit.config import ConfigError
@@ -14,8 +16,6 @@ from captionkit.models import hf
 from captionkit.models.clipcap import ClipCapModel
 from captionkit.models.encoders import load_encoder
 from captionkit.registry import UnknownNameError, get_tokenizer_class
-
-from clipcap_helpers import tiny_config
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -86,7 +86,9 @@ def clip_dir(tmp_path_factory, shared_dir: Path) -> Path:
     with torch.no_grad():
         model.visual_projection.weight.mul_(3.0)  # not the seeded init: the weights must come from the files
     out = tmp_path_factory.mktemp("clip")
-    hf.save_clip(out, model, hf.new_clip_image_processor(64), hf.clip_tokenizer(str(shared_dir / "tokenizers" / "clip")))
+    hf.save_clip(
+        out, model, hf.new_clip_image_processor(64), hf.clip_tokenizer(str(shared_dir / "tokenizers" / "clip"))
+    )
     return out
 
 

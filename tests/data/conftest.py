@@ -1,8 +1,9 @@
 """Fixtures for the data-layer tests: the real Flickr8k files read once, and small datasets written in tmp_path."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from data_helpers import SMALL_CAPTIONS, SMALL_SPLITS, token_lines, write_jpeg
@@ -26,9 +27,15 @@ def fixture_kaggle(flickr8k_fixture: Path) -> ReadResult:
 def flickr_layout(tmp_path: Path) -> Callable[..., Path]:
     """Write a small Flickr8k-layout dataset (Text/ + Images/) and return its root."""
 
-    def make(captions: dict[str, list[str]] = SMALL_CAPTIONS, splits: dict[str, list[str]] | None = SMALL_SPLITS,
-             images: list[str] | None = None, text_dir: str = "Text", image_dir: str = "Images",
-             extra_lines: list[str] = (), newline: str = "\n") -> Path:
+    def make(
+        captions: dict[str, list[str]] = SMALL_CAPTIONS,
+        splits: dict[str, list[str]] | None = SMALL_SPLITS,
+        images: list[str] | None = None,
+        text_dir: str = "Text",
+        image_dir: str = "Images",
+        extra_lines: list[str] = (),
+        newline: str = "\n",
+    ) -> Path:
         root = tmp_path / "Flickr8k"
         text = root / text_dir if text_dir else root
         text.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """Helpers for the data-layer tests: small caption datasets and images written in tmp_path."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from PIL import Image
 SMALL_CAPTIONS = {
     "a.jpg": ["A dog runs on the grass .", "A brown dog running .", "Dog in a field"],
     "b.jpg": ["Two children play football , laughing .", "Kids kicking a ball ."],
-    "c.jpg": ["A man rides a \"red\" bike .", "Cyclist # 5 on a road ."],
+    "c.jpg": ['A man rides a "red" bike .', "Cyclist # 5 on a road ."],
     "d.jpg": ["A cat sleeps .", "A cat on a sofa ."],
 }
 SMALL_SPLITS = {"train": ["a.jpg", "b.jpg"], "dev": ["c.jpg"], "test": ["d.jpg"]}

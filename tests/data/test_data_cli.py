@@ -1,4 +1,5 @@
 """`captionkit data check | convert | synth` driven through `captionkit.cli.main`, as a user runs them."""
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,16 @@ def test_check_fixture_strict_exit_code(flickr8k_fixture, capsys):
 
 
 def test_check_kaggle_file_agrees(flickr8k_fixture, capsys):
-    assert main(["data", "check", str(flickr8k_fixture / "captions.txt"), "--format", "kaggle", "--json",
-                 "--no-decode"]) == 0
+    assert (
+        main(["data", "check", str(flickr8k_fixture / "captions.txt"), "--format", "kaggle", "--json", "--no-decode"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
-    assert (report["images_total"], report["images_found"], report["splits"]) == \
-        (8091, 69, {"train": 6000, "dev": 1000, "test": 1000})
+    assert (report["images_total"], report["images_found"], report["splits"]) == (
+        8091,
+        69,
+        {"train": 6000, "dev": 1000, "test": 1000},
+    )
     assert report["bogus_keys"] == 0  # the Kaggle copy dropped the bogus key
 
 
@@ -80,11 +86,25 @@ def test_unusable_dataset_is_one_line_error(tmp_path, capsys):
 
 
 def test_reader_options_on_the_command_line(tmp_path, capsys):
-    (tmp_path / "dataset_x.json").write_text(json.dumps({"images": [
-        {"filename": "a.jpg", "split": "restval", "sentences": [{"raw": "A dog ."}]}]}))
+    (tmp_path / "dataset_x.json").write_text(
+        json.dumps({"images": [{"filename": "a.jpg", "split": "restval", "sentences": [{"raw": "A dog ."}]}]})
+    )
     write_jpeg(tmp_path / "pics" / "a.jpg")
-    assert main(["data", "check", str(tmp_path), "--json", "--option", "restval=null", "--image-dir",
-                 str(tmp_path / "pics")]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                str(tmp_path),
+                "--json",
+                "--option",
+                "restval=null",
+                "--image-dir",
+                str(tmp_path / "pics"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["images_in_no_split"] == 1 and report["images_found"] == 1
     assert main(["data", "check", str(tmp_path), "--option", "restval"]) == 2
@@ -114,6 +134,8 @@ def test_synth_writes_a_dataset_data_check_accepts(tmp_path, capsys):
 
 
 def test_data_layer_imports_without_torch():
-    code = ("import sys, captionkit.data.formats, captionkit.data.check, captionkit.data.text, "
-            "captionkit.data.images, captionkit.cli.data; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, captionkit.data.formats, captionkit.data.check, captionkit.data.text, "
+        "captionkit.data.images, captionkit.cli.data; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,5 @@
 """Every dataset reader, on the real Flickr8k files and on small files written here; format detection and errors."""
+
 from __future__ import annotations
 
 import csv
@@ -7,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from data_helpers import SMALL_CAPTIONS, SMALL_SPLITS, token_lines, write_jpeg
 
 from captionkit.data.formats import hash_split, load_dataset, read_dataset, reader_options
 from captionkit.data.records import DatasetError
-from data_helpers import SMALL_CAPTIONS, SMALL_SPLITS, token_lines, write_jpeg
 
 BOGUS = "2258277193_586949ec62.jpg.1"
 
@@ -20,6 +21,7 @@ def by_id(dataset):
 
 
 # --- the real Flickr8k files -------------------------------------------------------------------------------------
+
 
 def test_fixture_token_file(fixture_token, flickr8k_fixture):
     ds = fixture_token.dataset
@@ -69,6 +71,7 @@ def test_fixture_lemma_option(flickr8k_fixture, fixture_token):
 
 
 # --- Flickr8k layouts written here ------------------------------------------------------------------------------
+
 
 def test_flickr8k_seed_layout(flickr_layout):
     root = flickr_layout()
@@ -158,6 +161,7 @@ def test_image_dir_option(flickr_layout, tmp_path):
 
 # --- Kaggle captions.txt ----------------------------------------------------------------------------------------
 
+
 def write_kaggle(directory: Path, captions: dict[str, list[str]] = SMALL_CAPTIONS) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / "captions.txt").open("w", newline="", encoding="utf-8") as f:
@@ -222,11 +226,14 @@ def test_bad_split_fractions_option_is_a_dataset_error(tmp_path, bad):
 
 # --- Flickr30k -------------------------------------------------------------------------------------------------
 
+
 def test_flickr30k_token_file(tmp_path):
     root = tmp_path / "flickr30k"
     root.mkdir()
-    captions = {"1000092795.jpg": ["Two young guys with shaggy hair .", "Two friends enjoy time outside ."],
-                "10002456.jpg": ["Several men in hard hats are operating a giant pulley system ."]}
+    captions = {
+        "1000092795.jpg": ["Two young guys with shaggy hair .", "Two friends enjoy time outside ."],
+        "10002456.jpg": ["Several men in hard hats are operating a giant pulley system ."],
+    }
     (root / "results_20130124.token").write_text("\n".join(token_lines(captions)) + "\n")
     write_jpeg(root / "flickr30k-images" / "10002456.jpg")
     ds = load_dataset(root)
@@ -238,15 +245,26 @@ def test_flickr30k_token_file(tmp_path):
 
 # --- Karpathy JSON ---------------------------------------------------------------------------------------------
 
+
 def karpathy_item(name, split, captions, **extra):
-    return {"filename": name, "split": split, "sentences": [{"raw": c, "tokens": c.lower().split()} for c in captions],
-            **extra}
+    return {
+        "filename": name,
+        "split": split,
+        "sentences": [{"raw": c, "tokens": c.lower().split()} for c in captions],
+        **extra,
+    }
 
 
 def test_karpathy_flickr_style(tmp_path):
-    data = {"dataset": "flickr8k", "images": [
-        karpathy_item("a.jpg", "train", ["A dog ."]), karpathy_item("b.jpg", "val", ["A cat .", "Cat ."]),
-        karpathy_item("c.jpg", "test", ["A man ."]), karpathy_item("d.jpg", "restval", ["A bird ."])]}
+    data = {
+        "dataset": "flickr8k",
+        "images": [
+            karpathy_item("a.jpg", "train", ["A dog ."]),
+            karpathy_item("b.jpg", "val", ["A cat .", "Cat ."]),
+            karpathy_item("c.jpg", "test", ["A man ."]),
+            karpathy_item("d.jpg", "restval", ["A bird ."]),
+        ],
+    }
     path = tmp_path / "dataset_flickr8k.json"
     path.write_text(json.dumps(data))
     write_jpeg(tmp_path / "Flicker8k_Dataset" / "a.jpg")
@@ -262,11 +280,21 @@ def test_karpathy_flickr_style(tmp_path):
 
 
 def test_karpathy_coco_style_ids_and_filepath(tmp_path):
-    data = {"dataset": "coco", "images": [
-        karpathy_item("COCO_val2014_000000391895.jpg", "test", ["A man riding a bike . "], filepath="val2014",
-                      cocoid=391895),
-        {"filename": "COCO_train2014_000000000009.jpg", "filepath": "train2014", "split": "train", "cocoid": 9,
-         "sentences": [{"tokens": ["a", "plate", "of", "food"]}]}]}
+    data = {
+        "dataset": "coco",
+        "images": [
+            karpathy_item(
+                "COCO_val2014_000000391895.jpg", "test", ["A man riding a bike . "], filepath="val2014", cocoid=391895
+            ),
+            {
+                "filename": "COCO_train2014_000000000009.jpg",
+                "filepath": "train2014",
+                "split": "train",
+                "cocoid": 9,
+                "sentences": [{"tokens": ["a", "plate", "of", "food"]}],
+            },
+        ],
+    }
     path = tmp_path / "annotations" / "dataset_coco.json"
     path.parent.mkdir()
     path.write_text(json.dumps(data))
@@ -279,8 +307,17 @@ def test_karpathy_coco_style_ids_and_filepath(tmp_path):
 
 def test_karpathy_malformed_items(tmp_path):
     path = tmp_path / "dataset_x.json"
-    path.write_text(json.dumps({"images": [karpathy_item("a.jpg", "train", ["ok ."]), {"filename": 3},
-                                           karpathy_item("b.jpg", "holdout", ["x"])]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": [
+                    karpathy_item("a.jpg", "train", ["ok ."]),
+                    {"filename": 3},
+                    karpathy_item("b.jpg", "holdout", ["x"]),
+                ]
+            }
+        )
+    )
     with pytest.raises(DatasetError, match=r"images\[1\]"):
         load_dataset(path)
     lenient = read_dataset(path, strict=False)
@@ -293,13 +330,20 @@ def test_karpathy_malformed_items(tmp_path):
 
 # --- COCO annotations ------------------------------------------------------------------------------------------
 
+
 def coco_data():
-    return {"images": [{"id": 9, "file_name": "COCO_train2014_000000000009.jpg"},
-                       {"id": 25, "file_name": "COCO_train2014_000000000025.jpg"},
-                       {"id": 30, "file_name": "COCO_train2014_000000000030.jpg"}],
-            "annotations": [{"id": 1, "image_id": 9, "caption": "A plate of food ."},
-                            {"id": 2, "image_id": 25, "caption": "A giraffe eating ."},
-                            {"id": 3, "image_id": 9, "caption": "Broccoli and bread ."}]}
+    return {
+        "images": [
+            {"id": 9, "file_name": "COCO_train2014_000000000009.jpg"},
+            {"id": 25, "file_name": "COCO_train2014_000000000025.jpg"},
+            {"id": 30, "file_name": "COCO_train2014_000000000030.jpg"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 9, "caption": "A plate of food ."},
+            {"id": 2, "image_id": 25, "caption": "A giraffe eating ."},
+            {"id": 3, "image_id": 9, "caption": "Broccoli and bread ."},
+        ],
+    }
 
 
 def test_coco_annotations_layout(tmp_path):
@@ -330,10 +374,12 @@ def test_coco_annotation_for_unknown_image(tmp_path):
 
 # --- generic CSV / TSV / JSONL ---------------------------------------------------------------------------------
 
+
 def test_csv_one_row_per_caption_with_split_column(tmp_path):
     (tmp_path / "captions.csv").write_text(
-        "file_name,text,split\nx/a.png,A dog .,train\nx/a.png,\"A dog, running .\",train\nb.png,A cat .,val\n"
-        "c.png,A car .,restval\n")
+        'file_name,text,split\nx/a.png,A dog .,train\nx/a.png,"A dog, running .",train\nb.png,A cat .,val\n'
+        "c.png,A car .,restval\n"
+    )
     result = read_dataset(tmp_path)
     ds = result.dataset
     assert ds.format == "csv"
@@ -361,8 +407,10 @@ def test_csv_cell_with_json_list_of_captions(tmp_path):
 def test_jsonl_list_per_row_and_errors(tmp_path):
     write_jpeg(tmp_path / "images" / "p.jpg")
     path = tmp_path / "metadata.jsonl"
-    path.write_text('{"file_name": "p.jpg", "captions": ["A red square .", "Red box ."], "split": "test"}\n'
-                    '{"file_name": "q.jpg", "captions": "One caption ."}\n')
+    path.write_text(
+        '{"file_name": "p.jpg", "captions": ["A red square .", "Red box ."], "split": "test"}\n'
+        '{"file_name": "q.jpg", "captions": "One caption ."}\n'
+    )
     ds = load_dataset(tmp_path)
     assert ds.format == "jsonl"
     assert by_id(ds)["p.jpg"].captions == ("A red square .", "Red box .")
@@ -382,6 +430,7 @@ def test_table_without_image_column_names_what_it_looked_for(tmp_path):
 
 
 # --- detection and options -------------------------------------------------------------------------------------
+
 
 def test_empty_directory_lists_what_was_looked_for(tmp_path):
     with pytest.raises(DatasetError) as info:

@@ -1,31 +1,51 @@
 """Property tests: random or damaged dataset files give a dataset or the documented DatasetError, nothing else."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+from data_helpers import SMALL_CAPTIONS, token_lines
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from captionkit.data.formats import read_dataset
 from captionkit.data.records import CaptionDataset, DatasetError
-from data_helpers import SMALL_CAPTIONS, token_lines
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # (file name, format): every reader the detection can pick for a single file
-TARGETS = [("Flickr8k.token.txt", "auto"), ("results_20130124.token", "auto"), ("captions.txt", "kaggle"),
-           ("dataset_x.json", "karpathy"), ("captions_train2014.json", "coco"), ("data.json", "auto"),
-           ("t.csv", "auto"), ("t.tsv", "auto"), ("t.jsonl", "auto"), ("notes.txt", "auto")]
+TARGETS = [
+    ("Flickr8k.token.txt", "auto"),
+    ("results_20130124.token", "auto"),
+    ("captions.txt", "kaggle"),
+    ("dataset_x.json", "karpathy"),
+    ("captions_train2014.json", "coco"),
+    ("data.json", "auto"),
+    ("t.csv", "auto"),
+    ("t.tsv", "auto"),
+    ("t.jsonl", "auto"),
+    ("notes.txt", "auto"),
+]
 
 VALID_TOKEN = ("\n".join(token_lines(SMALL_CAPTIONS)) + "\n").encode()
 VALID_KAGGLE = ("image,caption\n" + "".join(f'{i},"{c}"\n' for i, cs in SMALL_CAPTIONS.items() for c in cs)).encode()
 VALID_JSONL = "".join(json.dumps({"image": i, "captions": cs}) + "\n" for i, cs in SMALL_CAPTIONS.items()).encode()
-VALID_KARPATHY = json.dumps({"images": [{"filename": i, "split": "train", "sentences": [{"raw": c} for c in cs]}
-                                        for i, cs in SMALL_CAPTIONS.items()]}, indent=1).encode()
-VALID = [("Flickr8k.token.txt", "auto", VALID_TOKEN), ("captions.txt", "kaggle", VALID_KAGGLE),
-         ("t.jsonl", "auto", VALID_JSONL), ("dataset_k.json", "karpathy", VALID_KARPATHY),
-         ("t.csv", "auto", VALID_KAGGLE)]
+VALID_KARPATHY = json.dumps(
+    {
+        "images": [
+            {"filename": i, "split": "train", "sentences": [{"raw": c} for c in cs]} for i, cs in SMALL_CAPTIONS.items()
+        ]
+    },
+    indent=1,
+).encode()
+VALID = [
+    ("Flickr8k.token.txt", "auto", VALID_TOKEN),
+    ("captions.txt", "kaggle", VALID_KAGGLE),
+    ("t.jsonl", "auto", VALID_JSONL),
+    ("dataset_k.json", "karpathy", VALID_KARPATHY),
+    ("t.csv", "auto", VALID_KAGGLE),
+]
 
 
 def outcome(path: Path, fmt: str, strict: bool) -> CaptionDataset | None:
@@ -52,13 +72,13 @@ def test_random_bytes_never_crash(tmp_path_factory, data, target, strict):
 
 
 damage = st.one_of(
-    st.tuples(st.just("cut"), st.integers(0, 10_000)),           # file cut off mid-line
-    st.tuples(st.just("crlf"), st.just(0)),                      # Windows line ends
-    st.tuples(st.just("bad_utf8"), st.integers(0, 10_000)),      # a byte that is not UTF-8
+    st.tuples(st.just("cut"), st.integers(0, 10_000)),  # file cut off mid-line
+    st.tuples(st.just("crlf"), st.just(0)),  # Windows line ends
+    st.tuples(st.just("bad_utf8"), st.integers(0, 10_000)),  # a byte that is not UTF-8
     st.tuples(st.just("drop_tab_or_comma"), st.integers(0, 10_000)),  # wrong columns
     st.tuples(st.just("extra_column"), st.integers(0, 10_000)),
     st.tuples(st.just("delete_line"), st.integers(0, 10_000)),
-    st.tuples(st.just("quote"), st.integers(0, 10_000)),         # a stray quote (CSV) / broken string (JSON)
+    st.tuples(st.just("quote"), st.integers(0, 10_000)),  # a stray quote (CSV) / broken string (JSON)
 )
 
 
@@ -108,8 +128,9 @@ def test_crlf_reads_exactly_like_lf(tmp_path_factory, valid, line_end):
     (directory / "crlf" / name).write_bytes(data.replace(b"\n", line_end))
     lf = read_dataset(directory / "lf" / name, fmt)
     crlf = read_dataset(directory / "crlf" / name, fmt)
-    assert [(r.image_id, r.captions, r.split) for r in lf.dataset] == \
-        [(r.image_id, r.captions, r.split) for r in crlf.dataset]
+    assert [(r.image_id, r.captions, r.split) for r in lf.dataset] == [
+        (r.image_id, r.captions, r.split) for r in crlf.dataset
+    ]
 
 
 @FUZZ

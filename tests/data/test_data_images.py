@@ -1,4 +1,5 @@
 """The safe image loader on generated files: modes, formats, EXIF rotation, and every way a file can be bad."""
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,9 @@ def gradient(width: int = 40, height: int = 30) -> Image.Image:
     return Image.fromarray(np.stack([x, 255 - x, np.full_like(x, 90)], -1), "RGB")
 
 
-@pytest.mark.parametrize("fmt,suffix", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"),
-                                        ("GIF", "gif")])
+@pytest.mark.parametrize(
+    "fmt,suffix", [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp"), ("BMP", "bmp"), ("GIF", "gif")]
+)
 def test_common_formats_load_as_rgb(tmp_path, fmt, suffix):
     image = load_image(save(gradient(), tmp_path / f"g.{suffix}", fmt))
     assert image.mode == "RGB" and image.size == (40, 30)
@@ -114,8 +116,7 @@ def test_unsupported_format_is_refused(tmp_path):
 
 @pytest.mark.parametrize("fmt,suffix", [("JPEG", "jpg"), ("PNG", "png")])
 @pytest.mark.parametrize("global_truncated", [False, True])
-def test_truncated_files_raise_even_if_pil_is_told_to_allow_them(tmp_path, monkeypatch, fmt, suffix,
-                                                                   global_truncated):
+def test_truncated_files_raise_even_if_pil_is_told_to_allow_them(tmp_path, monkeypatch, fmt, suffix, global_truncated):
     noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     data = save(noisy, tmp_path / f"full.{suffix}", fmt).read_bytes()
     cut = tmp_path / f"cut.{suffix}"
@@ -128,8 +129,10 @@ def test_truncated_files_raise_even_if_pil_is_told_to_allow_them(tmp_path, monke
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height and whose pixel data is missing: a decompression-bomb probe."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
@@ -155,8 +158,12 @@ def test_decompression_bomb_warning_as_error_is_an_image_load_error(tmp_path, mo
 
 
 @settings(max_examples=50, deadline=None)
-@given(data=st.binary(max_size=300), prefix=st.sampled_from([b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a",
-                                                            b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 "]))
+@given(
+    data=st.binary(max_size=300),
+    prefix=st.sampled_from(
+        [b"", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 "]
+    ),
+)
 def test_random_bytes_raise_image_load_error(data, prefix):
     try:
         image = load_image(prefix + data)

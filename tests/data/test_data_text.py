@@ -1,15 +1,16 @@
 """Caption text: normalisation, the word vocabulary, training ids + EOS, padding with -100; real GPT-2 BPE."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import pytest
 import torch
 
-from captionkit.data.text import (WordVocab, collate_captions, encode_for_training, normalize_caption,
-                                  word_tokenize)
+from captionkit.data.text import WordVocab, collate_captions, encode_for_training, normalize_caption, word_tokenize
 from captionkit.models.base import IGNORE_INDEX, TextTokenizer
 from captionkit.models.model_dir import ModelDirError
 from captionkit.registry import get_tokenizer_class

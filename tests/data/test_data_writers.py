@@ -1,4 +1,5 @@
 """Writers: any dataset -> Karpathy JSON -> the same records; -> COCO references for one split."""
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,11 @@ def test_fixture_round_trips_through_karpathy(fixture_token, tmp_path):
 
 
 def test_karpathy_round_trip_keeps_ids_that_are_not_file_names(tmp_path):
-    records = [Record("391895", tmp_path / "val2014" / "COCO_val2014_000000391895.jpg", ("A man on a bike .",), "test"),
-               Record("img-7", tmp_path / "pics" / "seven.png", ("Seven .", "Number seven ."), None),
-               Record("007", tmp_path / "pics" / "007.jpg", ("Bond .",), "dev")]
+    records = [
+        Record("391895", tmp_path / "val2014" / "COCO_val2014_000000391895.jpg", ("A man on a bike .",), "test"),
+        Record("img-7", tmp_path / "pics" / "seven.png", ("Seven .", "Number seven ."), None),
+        Record("007", tmp_path / "pics" / "007.jpg", ("Bond .",), "dev"),
+    ]
     out = write_karpathy(records, tmp_path / "k.json")
     items = json.loads(out.read_text())["images"]
     assert items[0]["cocoid"] == 391895 and "image_id" not in items[0]
@@ -49,9 +52,11 @@ def test_coco_references_for_a_split(fixture_token, tmp_path):
 
 
 def test_coco_references_ids_and_reader_round_trip(tmp_path):
-    records = [Record("9", tmp_path / "im" / "a.jpg", ("A plate .", "Food ."), "train"),
-               Record("b.jpg", tmp_path / "im" / "sub" / "b.jpg", ("A cat .",), "train"),
-               Record("c.jpg", tmp_path / "im" / "c.jpg", ("A car .",), "dev")]
+    records = [
+        Record("9", tmp_path / "im" / "a.jpg", ("A plate .", "Food ."), "train"),
+        Record("b.jpg", tmp_path / "im" / "sub" / "b.jpg", ("A cat .",), "train"),
+        Record("c.jpg", tmp_path / "im" / "c.jpg", ("A car .",), "dev"),
+    ]
     out = write_coco_references(records, tmp_path / "refs.json", split="train")
     data = json.loads(out.read_text())
     assert [i["id"] for i in data["images"]] == [9, "b.jpg"]

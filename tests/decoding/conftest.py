@@ -1,9 +1,9 @@
 """Fixtures of tests/decoding: the toy models of decoding_toys.py."""
+
 import pytest
-
 from decoding_toys import TOY_SEEDS, make_toy
-from captionkit.models.base import CaptionModel
 
+from captionkit.models.base import CaptionModel
 
 
 @pytest.fixture(params=sorted(TOY_SEEDS))

@@ -3,6 +3,7 @@
 They run in float64 so that cached, uncached, batched and one-at-a-time decoding agree to the last bit after the
 decoder's fp32 cast; near-ties could otherwise flip an argmax and make an equality test flaky.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,7 +82,7 @@ class ToyAttentionCaptioner(CaptionModel):
         x = torch.cat([self._prefix(batch["features"]), self.wte(ids)], dim=1)
         logits, _ = self._run(x, 0, None)
         p = self.config.prefix_length
-        logits = logits[:, p - 1:p - 1 + ids.size(1)]  # position p-1+t scores token t
+        logits = logits[:, p - 1 : p - 1 + ids.size(1)]  # position p-1+t scores token t
         labels = batch.get("labels")
         return ModelOutput(logits=logits, loss=None if labels is None else caption_loss(logits, labels))
 
@@ -185,8 +186,9 @@ def toy_features(n: int, seed: int = 1, dim: int = 6) -> Tensor:
 TOY_SEEDS = {"attention": 0, "gru": 1}  # seeds whose greedy captions of toy_features(8) end at varied lengths
 
 
-def bigram(start: dict[int, float] | list[dict[int, float]], table: dict[int, dict[int, float]],
-           vocab_size: int = 8) -> BigramCaptioner:
+def bigram(
+    start: dict[int, float] | list[dict[int, float]], table: dict[int, dict[int, float]], vocab_size: int = 8
+) -> BigramCaptioner:
     """A BigramCaptioner from sparse probabilities; tokens without a table row continue uniformly."""
     starts = [start] if isinstance(start, dict) else start
     start_probs = torch.zeros(len(starts), vocab_size, dtype=torch.float64)

@@ -1,4 +1,5 @@
 """The Python API: captionkit.load(model_dir) -> Captioner.caption / encode / generate / decode."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from decoding_toys import ToyConfig, ToyGRUCaptioner
 from PIL import Image
 from torch import Tensor, nn
 
@@ -18,7 +20,6 @@ from captionkit.errors import ImageLoadError
 from captionkit.models.base import build_model
 from captionkit.models.model_dir import save_model_dir
 from captionkit.registry import get_preset
-from decoding_toys import ToyConfig, ToyGRUCaptioner
 
 CAPTIONS = ["A dog runs on the grass .", "Two people walk in the snow .", "A child jumps into a pool ."] * 4
 
@@ -62,8 +63,9 @@ def test_paths_pil_images_and_batch_sizes_give_the_same_captions(captioner, imag
     by_path = captioner.caption(image_paths, max_new_tokens=6)
     assert captioner.caption([Image.open(p) for p in image_paths], max_new_tokens=6) == by_path
     grey = [Image.open(p).convert("L") for p in image_paths]  # used as RGB, as load_image would
-    assert captioner.caption(grey, max_new_tokens=6) == \
-        captioner.caption([g.convert("RGB") for g in grey], max_new_tokens=6)
+    assert captioner.caption(grey, max_new_tokens=6) == captioner.caption(
+        [g.convert("RGB") for g in grey], max_new_tokens=6
+    )
     assert captioner.caption(image_paths, batch_size=2, progress=True, max_new_tokens=6) == by_path
     assert captioner.caption(image_paths[0], max_new_tokens=6) == by_path[:1]
 

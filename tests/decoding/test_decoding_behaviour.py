@@ -1,4 +1,5 @@
 """What each decoding option does, on scripted bigram models whose caption probabilities are known by hand."""
+
 from __future__ import annotations
 
 import math
@@ -6,10 +7,10 @@ from collections import Counter
 
 import pytest
 import torch
+from decoding_toys import EOS, bigram, make_toy, one_hot, toy_features
 
 from captionkit.config import ConfigError, from_dict, to_dict
 from captionkit.decoding import DecodingConfig, beam_search, generate, greedy_search, sample
-from decoding_toys import EOS, bigram, make_toy, one_hot, toy_features
 
 A, B, C, D, X, Y = 2, 3, 4, 5, 6, 7  # token ids (EOS is 1)
 
@@ -29,8 +30,11 @@ def test_beam_search_images_leave_the_batch_when_their_search_is_over():
     assert model.step_rows == [4, 2, 2, 2]  # image 0 had its 2 finished captions after 2 tokens
 
 
-@pytest.mark.parametrize("options", [{}, {"num_beams": 3}, {"num_beams": 3, "beam_scoring": "clipcap"},
-                                     {"do_sample": True, "seed": 0}], ids=["greedy", "beam", "clipcap", "sample"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"num_beams": 3}, {"num_beams": 3, "beam_scoring": "clipcap"}, {"do_sample": True, "seed": 0}],
+    ids=["greedy", "beam", "clipcap", "sample"],
+)
 def test_min_new_tokens_masks_eos_until_reached(options):
     model = bigram({A: 0.9, EOS: 0.1}, {A: {EOS: 0.9, A: 0.1}})
     assert generate(model, one_hot([0], 1), EOS, max_new_tokens=6, **options) in ([[]], [[A]])
@@ -58,8 +62,8 @@ def test_beam_search_finds_a_caption_greedy_misses():
 # [A] EOS has the best total log-prob; B C C C C (cut at 5 tokens) the best average per token
 LENGTH_MODEL = ({A: 0.6, B: 0.4}, {A: {EOS: 0.55, C: 0.45}, B: {C: 0.9, EOS: 0.1}, C: {C: 0.9, EOS: 0.1}})
 SHORT_SUM = math.log(0.6 * 0.55)
-LONG_SUM = math.log(0.4 * 0.9 ** 4)
-A_LONG_SUM = math.log(0.6 * 0.45 * 0.9 ** 3)  # A C C C C
+LONG_SUM = math.log(0.4 * 0.9**4)
+A_LONG_SUM = math.log(0.6 * 0.45 * 0.9**3)  # A C C C C
 
 
 @pytest.mark.parametrize("early_stopping", [False, "never"])
@@ -113,13 +117,16 @@ def test_sampling_with_one_candidate_is_greedy(toy_model, options):
         assert generate(toy_model, features, EOS, max_new_tokens=10, do_sample=True, seed=seed, **options) == greedy
 
 
-@pytest.mark.parametrize("options, expected", [
-    ({}, {A: 0.5, B: 0.3, C: 0.2}),
-    ({"top_k": 2}, {A: 0.5 / 0.8, B: 0.3 / 0.8}),
-    ({"top_p": 0.6}, {A: 0.5 / 0.8, B: 0.3 / 0.8}),  # A alone holds 0.5 < 0.6, so B joins; C is outside
-    ({"top_p": 0.4}, {A: 1.0}),
-    ({"temperature": 0.5}, {A: 0.25 / 0.38, B: 0.09 / 0.38, C: 0.04 / 0.38}),  # p ** 2, renormalised
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({}, {A: 0.5, B: 0.3, C: 0.2}),
+        ({"top_k": 2}, {A: 0.5 / 0.8, B: 0.3 / 0.8}),
+        ({"top_p": 0.6}, {A: 0.5 / 0.8, B: 0.3 / 0.8}),  # A alone holds 0.5 < 0.6, so B joins; C is outside
+        ({"top_p": 0.4}, {A: 1.0}),
+        ({"temperature": 0.5}, {A: 0.25 / 0.38, B: 0.09 / 0.38, C: 0.04 / 0.38}),  # p ** 2, renormalised
+    ],
+)
 def test_sampled_frequencies_follow_the_filtered_distribution(options, expected):
     model = bigram({A: 0.5, B: 0.3, C: 0.2}, {})
     n = 4000
@@ -142,9 +149,19 @@ def test_decoding_restores_the_models_training_mode(toy_model):
     assert toy_model.training
 
 
-@pytest.mark.parametrize("bad", [{"num_beams": 0}, {"top_p": 0.0}, {"temperature": 0.0}, {"min_new_tokens": 40},
-                                 {"beam_scoring": "hf"}, {"do_sample": True, "num_beams": 2}, {"top_k": -1},
-                                 {"early_stopping": "sometimes"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"num_beams": 0},
+        {"top_p": 0.0},
+        {"temperature": 0.0},
+        {"min_new_tokens": 40},
+        {"beam_scoring": "hf"},
+        {"do_sample": True, "num_beams": 2},
+        {"top_k": -1},
+        {"early_stopping": "sometimes"},
+    ],
+)
 def test_invalid_settings_are_refused_with_the_reason(bad):
     with pytest.raises(ConfigError, match="decoding:"):
         DecodingConfig(**bad)
@@ -161,5 +178,6 @@ def test_generate_refuses_unknown_options_and_eos_outside_the_vocabulary():
 def test_decoding_config_round_trips_through_plain_data():
     config = DecodingConfig(num_beams=5, beam_scoring="clipcap", early_stopping="never", seed=3)
     assert from_dict(DecodingConfig, to_dict(config)) == config
-    assert generate(make_toy("gru"), toy_features(3), EOS, config, max_new_tokens=4) == \
-        generate(make_toy("gru"), toy_features(3), EOS, num_beams=5, beam_scoring="clipcap", max_new_tokens=4)
+    assert generate(make_toy("gru"), toy_features(3), EOS, config, max_new_tokens=4) == generate(
+        make_toy("gru"), toy_features(3), EOS, num_beams=5, beam_scoring="clipcap", max_new_tokens=4
+    )

@@ -1,11 +1,12 @@
 """Decoding paths that must agree: cached == uncached, beam size 1 == greedy, batched == one image at a time."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from decoding_toys import EOS, toy_features
 
 from captionkit.decoding import beam_search, generate
-from decoding_toys import EOS, toy_features
 
 MAX = 12
 SETTINGS = {
@@ -52,8 +53,9 @@ def test_beam_size_one_equals_greedy_without_eos(toy_model):
     assert beam_search(toy_model, features, -1, num_beams=1, max_new_tokens=MAX).sequences == greedy
 
 
-@pytest.mark.parametrize("extra", [{"early_stopping": True}, {"beam_scoring": "clipcap"}],
-                         ids=["early-stopping", "clipcap"])
+@pytest.mark.parametrize(
+    "extra", [{"early_stopping": True}, {"beam_scoring": "clipcap"}], ids=["early-stopping", "clipcap"]
+)
 def test_beam_size_one_equals_greedy_with_eos(toy_model, extra):
     # a single beam that stops at its first EOS is greedy search (with early_stopping=False the default scoring
     # may keep searching past the first EOS for a longer caption with a better length-normalised score)
@@ -67,8 +69,10 @@ def test_beam_size_one_equals_greedy_with_eos(toy_model, extra):
 def test_batched_equals_one_at_a_time(toy_model, name):
     features = toy_features(8)
     batched = generate(toy_model, features, EOS, max_new_tokens=MAX, **SETTINGS[name])
-    single = [generate(toy_model, features[i:i + 1], EOS, max_new_tokens=MAX, **SETTINGS[name])[0]
-              for i in range(len(features))]
+    single = [
+        generate(toy_model, features[i : i + 1], EOS, max_new_tokens=MAX, **SETTINGS[name])[0]
+        for i in range(len(features))
+    ]
     assert batched == single
 
 
@@ -77,8 +81,7 @@ def test_batched_beam_search_keeps_each_images_beams_and_scores(toy_model, scori
     features = toy_features(6)
     batched = beam_search(toy_model, features, EOS, num_beams=3, max_new_tokens=MAX, beam_scoring=scoring)
     for i in range(len(features)):
-        single = beam_search(toy_model, features[i:i + 1], EOS, num_beams=3, max_new_tokens=MAX,
-                             beam_scoring=scoring)
+        single = beam_search(toy_model, features[i : i + 1], EOS, num_beams=3, max_new_tokens=MAX, beam_scoring=scoring)
         assert batched.beams[i] == single.beams[0]
         assert batched.scores[i] == pytest.approx(single.scores[0], abs=1e-6)
         assert batched.scores[i] == sorted(batched.scores[i], reverse=True)

@@ -1,5 +1,6 @@
 """CLIP reranking: the candidate with the best (1 - w) * log-prob + w * CLIP-S wins, with the model's own CLIP
 (ClipCap) or a named one (VGG family), from Python and from the CLI; a model without a CLIP gets a one-line error."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ class FixedClip:
 
     def text_embeddings(self, texts):
         cos = torch.tensor([self.cosines[t] for t in texts])
-        return torch.stack([cos, (1 - cos ** 2).sqrt()], dim=1)
+        return torch.stack([cos, (1 - cos**2).sqrt()], dim=1)
 
 
 def test_the_best_combined_score_wins_on_a_constructed_example(clipcap_dir, images, monkeypatch):
@@ -85,13 +86,15 @@ def test_clipcap_reranks_beams_with_its_own_clip(clipcap_dir, images):
     beam search's own best (mean log-prob = its score with length_penalty 1)."""
     captioner = captionkit.load(str(clipcap_dir), device="cpu")
     features = captioner.encode(images)
-    beams = beam_search(captioner.model, features, captioner.tokenizer.eos_token_id, num_beams=4,
-                        max_new_tokens=6).beams
+    beams = beam_search(
+        captioner.model, features, captioner.tokenizer.eos_token_id, num_beams=4, max_new_tokens=6
+    ).beams
     chosen = captioner.caption(images, rerank="clip", rerank_weight=1.0, rerank_candidates=4, max_new_tokens=6)
     for image, group, caption in zip(images, beams, chosen):
         texts = list(dict.fromkeys(captioner.decode(group)))
-        scores = clip_scores(captioner.encoder.spec[len("clip:"):], {i: image for i in range(len(texts))},
-                             dict(enumerate(texts)))["CLIPScore"][1]
+        scores = clip_scores(
+            captioner.encoder.spec[len("clip:") :], {i: image for i in range(len(texts))}, dict(enumerate(texts))
+        )["CLIPScore"][1]
         best = max(scores.values())
         assert caption in [texts[i] for i, s in scores.items() if s == pytest.approx(best, abs=1e-5)]
     plain = captioner.caption(images, num_beams=4, max_new_tokens=6)
@@ -103,19 +106,48 @@ def test_vgg_models_need_a_named_clip(tmp_path, clip_dir, images, capsys):
     captioner = captionkit.load(str(model_dir), device="cpu")
     with pytest.raises(ConfigError, match="encoder 'vgg16-small:fc2' has none"):
         captioner.caption(images, rerank="clip")
-    out = captioner.caption(images, rerank="clip", rerank_clip=f"clip:{clip_dir}", rerank_candidates=3,
-                            do_sample=True, seed=0, max_new_tokens=5)
+    out = captioner.caption(
+        images,
+        rerank="clip",
+        rerank_clip=f"clip:{clip_dir}",
+        rerank_candidates=3,
+        do_sample=True,
+        seed=0,
+        max_new_tokens=5,
+    )
     assert len(out) == 2
     capsys.readouterr()
     assert main(["caption", str(model_dir), str(images[0]), "--rerank", "clip"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "CLIP reranking needs a CLIP with a text tower" in err
     jsonl = tmp_path / "captions.jsonl"
-    assert main(["caption", str(model_dir), *map(str, images), "--rerank", "clip", "--rerank-clip",
-                 f"clip:{clip_dir}", "--rerank-weight", "0.7", "--max-new-tokens", "5", "--out", str(jsonl)]) == 0
+    assert (
+        main(
+            [
+                "caption",
+                str(model_dir),
+                *map(str, images),
+                "--rerank",
+                "clip",
+                "--rerank-clip",
+                f"clip:{clip_dir}",
+                "--rerank-weight",
+                "0.7",
+                "--max-new-tokens",
+                "5",
+                "--out",
+                str(jsonl),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert len(rows) == 2 and rows[0]["decoding"]["rerank"] == {"method": "clip", "weight": 0.7, "candidates": 5,
-                                                                 "clip": f"clip:{clip_dir}"}
+    assert len(rows) == 2 and rows[0]["decoding"]["rerank"] == {
+        "method": "clip",
+        "weight": 0.7,
+        "candidates": 5,
+        "clip": f"clip:{clip_dir}",
+    }
 
 
 def test_rerank_options_are_checked(clipcap_dir, images):
@@ -133,9 +165,33 @@ def test_evaluate_reranks_and_records_the_settings(clipcap_dir, tmp_path, capsys
 
     data = write_synthetic_dataset(tmp_path / "data", images=12, seed=0)
     out = tmp_path / "eval"
-    assert main(["evaluate", str(clipcap_dir), "--dataset", str(data), "--split", "test", "--metrics", "CIDEr",
-                 "--tokenizer", "python", "--out", str(out), "--max-new-tokens", "5", "--rerank", "clip",
-                 "--rerank-candidates", "3", "--rerank-weight", "0.25"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "evaluate",
+                str(clipcap_dir),
+                "--dataset",
+                str(data),
+                "--split",
+                "test",
+                "--metrics",
+                "CIDEr",
+                "--tokenizer",
+                "python",
+                "--out",
+                str(out),
+                "--max-new-tokens",
+                "5",
+                "--rerank",
+                "clip",
+                "--rerank-candidates",
+                "3",
+                "--rerank-weight",
+                "0.25",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     decoding = json.loads((out / "decoding.json").read_text())
     assert decoding["rerank"] == {"method": "clip", "weight": 0.25, "candidates": 3, "clip": None}
     assert "CIDEr" in json.loads((out / "metrics.json").read_text())

@@ -1,4 +1,5 @@
 """Fixtures for the evaluation tests: the Flickr8k fixture captions and a Java skip."""
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -1,4 +1,5 @@
 """The batched CIDEr-D reward equals pycocoevalcap's CIDEr-D (same document frequencies) on the Flickr8k captions."""
+
 from __future__ import annotations
 
 import random
@@ -25,7 +26,7 @@ def candidate_sets(fixture_captions: dict[str, list[str]], n: int = 400) -> tupl
         rng.shuffle(words)
         noisy[k] = " ".join(words[:3] + words + ["qwzx", "qwzx", words[0]])
     edge = ["", "dog", "... !", "A DOG , a Dog ; a dog .", "zebra zebra zebra unicorn", fixture_captions[ids[5]][2]]
-    for key, caption in zip(ids[:len(edge)], edge):
+    for key, caption in zip(ids[: len(edge)], edge):
         noisy[key] = caption
     return refs, [own, other, noisy]
 

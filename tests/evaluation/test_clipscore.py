@@ -1,4 +1,5 @@
 """CLIPScore / RefCLIPScore against a direct computation of Hessel et al.'s formula with a tiny random CLIP."""
+
 from __future__ import annotations
 
 import json
@@ -8,21 +9,39 @@ import pytest
 import torch
 
 from captionkit.cli import main
-from captionkit.evaluation.clipscore import PREFIX, W, CLIPScorer, clip_scores, harmonic_mean
+from captionkit.evaluation.clipscore import PREFIX, CLIPScorer, W, clip_scores, harmonic_mean
 from captionkit.evaluation.metrics import score
 
 TINY_CLIP = {
     "projection_dim": 16,
-    "text_config": {"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                    "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 49406,
-                    "eos_token_id": 49407, "pad_token_id": 49407},
-    "vision_config": {"image_size": 32, "patch_size": 8, "hidden_size": 32, "intermediate_size": 64,
-                      "num_hidden_layers": 1, "num_attention_heads": 2},
+    "text_config": {
+        "vocab_size": 49408,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 77,
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 49407,
+    },
+    "vision_config": {
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    },
 }
 CANDIDATES = ["a dog runs on the grass", "two children play in the water", "a man rides a bike", "a red car"]
 CLIP_BPE = Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "clip"
-REFERENCES = [["a brown dog running", "dog on grass"], ["kids swimming", "two kids in a pool", "children"],
-              ["a cyclist on a road"], ["a car parked on the street", "a red vehicle"]]
+REFERENCES = [
+    ["a brown dog running", "dog on grass"],
+    ["kids swimming", "two kids in a pool", "children"],
+    ["a cyclist on a road"],
+    ["a car parked on the street", "a red vehicle"],
+]
 
 
 @pytest.fixture(scope="module")
@@ -114,16 +133,30 @@ def test_score_and_cli_add_clip_metrics(clip_dir, images, tmp_path, capsys):
     keys = list(images)
     refs, cands = dict(zip(keys, REFERENCES)), dict(zip(keys, CANDIDATES))
     direct = clip_scores(str(clip_dir), images, cands, refs)
-    result = score(refs, cands, ["CIDEr"] + ["CLIPScore", "RefCLIPScore"], tokenizer="python", images=images,
-                   clip=str(clip_dir))
+    result = score(
+        refs, cands, ["CIDEr"] + ["CLIPScore", "RefCLIPScore"], tokenizer="python", images=images, clip=str(clip_dir)
+    )
     assert result.corpus["CLIPScore"] == pytest.approx(direct["CLIPScore"][0], abs=1e-6)
     assert result.per_item[keys[0]]["RefCLIPScore"] == pytest.approx(direct["RefCLIPScore"][1][keys[0]], abs=1e-6)
     ann = {"annotations": [{"image_id": k, "caption": c} for k in keys for c in refs[k]]}
     (tmp_path / "refs.json").write_text(json.dumps(ann))
     (tmp_path / "cands.json").write_text(json.dumps([{"image_id": k, "caption": cands[k]} for k in keys]))
-    code = main(["score", str(tmp_path / "cands.json"), "--references", str(tmp_path / "refs.json"),
-                 "--images", str(next(iter(images.values())).parent), "--clip", str(clip_dir),
-                 "--metrics", "clip", "--tokenizer", "python"])
+    code = main(
+        [
+            "score",
+            str(tmp_path / "cands.json"),
+            "--references",
+            str(tmp_path / "refs.json"),
+            "--images",
+            str(next(iter(images.values())).parent),
+            "--clip",
+            str(clip_dir),
+            "--metrics",
+            "clip",
+            "--tokenizer",
+            "python",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert list(printed) == ["CLIPScore", "RefCLIPScore"]

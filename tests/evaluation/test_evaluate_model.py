@@ -2,6 +2,7 @@
 
 A stand-in Captioner (the contract `captionkit.load(dir).caption(paths, batch_size=, progress=, **decoding)`)
 keeps this test about evaluation, not about a model."""
+
 from __future__ import annotations
 
 import json
@@ -48,18 +49,31 @@ def run_dir(tmp_path: Path, monkeypatch):
 
 def test_writes_every_eval_file_into_the_run(run_dir):
     run, data, fake, loaded = run_dir
-    result = evaluate_model(run / "model", data, "test", {"num_beams": 3, "max_new_tokens": 12}, batch_size=4,
-                            metrics=FAST, tokenizer="python")
+    result = evaluate_model(
+        run / "model",
+        data,
+        "test",
+        {"num_beams": 3, "max_new_tokens": 12},
+        batch_size=4,
+        metrics=FAST,
+        tokenizer="python",
+    )
     out = run / "eval" / "test"
     assert result.out_dir == out and loaded == [str(run / "model")]
-    assert fake.calls == [{"n": len(result.captions), "batch_size": 4, "progress": True, "num_beams": 3,
-                           "max_new_tokens": 12}]
+    assert fake.calls == [
+        {"n": len(result.captions), "batch_size": 4, "progress": True, "num_beams": 3, "max_new_tokens": 12}
+    ]
     test_records = load_dataset(data).split("test")
     predictions = json.loads((out / "predictions.json").read_text())
     assert [p["image_id"] for p in predictions] == [r.image_id for r in test_records]
     assert {p["image_id"]: p["caption"] for p in predictions} == result.captions
-    expected = score({r.image_id: list(r.captions) for r in test_records}, result.captions, FAST + ",object_f1",
-                     "python", scenes=load_scenes(data))
+    expected = score(
+        {r.image_id: list(r.captions) for r in test_records},
+        result.captions,
+        FAST + ",object_f1",
+        "python",
+        scenes=load_scenes(data),
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == expected.corpus and "object_f1" in metrics  # scenes.json present: object_f1 added
     assert 0 < metrics["object_f1"] < 1
@@ -89,15 +103,48 @@ def test_bad_decoding_options_fail_before_captioning(run_dir):
 def test_cli_writes_to_out_and_prints_scores(run_dir, tmp_path, capsys):
     run, data, fake, _ = run_dir
     other = tmp_path / "elsewhere"
-    code = main(["evaluate", str(run / "model"), "--dataset", str(data), "--split", "dev", "--out", str(other),
-                 "--metrics", FAST, "--tokenizer", "python", "--num-beams", "2", "--batch-size", "3"])
+    code = main(
+        [
+            "evaluate",
+            str(run / "model"),
+            "--dataset",
+            str(data),
+            "--split",
+            "dev",
+            "--out",
+            str(other),
+            "--metrics",
+            FAST,
+            "--tokenizer",
+            "python",
+            "--num-beams",
+            "2",
+            "--batch-size",
+            "3",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((other / "metrics.json").read_text())
     assert fake.calls[-1]["num_beams"] == 2 and fake.calls[-1]["batch_size"] == 3
     assert json.loads((other / "decoding.json").read_text())["num_beams"] == 2
-    assert main(["evaluate", str(run / "model"), "--dataset", str(data), "--out", str(run), "--metrics", FAST,
-                 "--tokenizer", "python"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run / "model"),
+                "--dataset",
+                str(data),
+                "--out",
+                str(run),
+                "--metrics",
+                FAST,
+                "--tokenizer",
+                "python",
+            ]
+        )
+        == 0
+    )
     assert (run / "eval" / "test" / "metrics.json").is_file()  # --out RUN_DIR -> RUN_DIR/eval/<split>
 
 
@@ -114,15 +161,38 @@ def test_end_to_end_with_a_real_tiny_model(tmp_path, capsys):
     tokenizer = type(model).build_tokenizer(model.config, [c for r in load_dataset(data).records for c in r.captions])
     run = tmp_path / "run"
     save_model_dir(run / "model", model, tokenizer, preset["encoder"])
-    code = main(["evaluate", str(run / "model"), "--dataset", str(data), "--metrics", FAST, "--tokenizer", "python",
-                 "--max-new-tokens", "5", "--batch-size", "2", "--device", "cpu"])
+    code = main(
+        [
+            "evaluate",
+            str(run / "model"),
+            "--dataset",
+            str(data),
+            "--metrics",
+            FAST,
+            "--tokenizer",
+            "python",
+            "--max-new-tokens",
+            "5",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     out = run / "eval" / "test"
     predictions = json.loads((out / "predictions.json").read_text())
     assert len(predictions) == len(load_dataset(data).split("test"))
     assert all(isinstance(p["caption"], str) for p in predictions)  # a random model may say nothing
-    assert set(json.loads((out / "metrics.json").read_text())) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L",
-                                                                   "CIDEr", "object_f1"}
+    assert set(json.loads((out / "metrics.json").read_text())) == {
+        "Bleu_1",
+        "Bleu_2",
+        "Bleu_3",
+        "Bleu_4",
+        "ROUGE_L",
+        "CIDEr",
+        "object_f1",
+    }
     assert json.loads((out / "decoding.json").read_text())["max_new_tokens"] == 5
     capsys.readouterr()
     assert main(["report", str(run), "--out", str(tmp_path / "report.html")]) == 0

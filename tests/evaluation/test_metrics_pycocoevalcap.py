@@ -3,6 +3,7 @@
 Java starts are slow (METEOR ~8 s each): one module fixture scores one evaluation set twice (ours, reference) and
 every test reads from it.
 """
+
 from __future__ import annotations
 
 import random
@@ -26,7 +27,7 @@ def build_case(fixture_captions: dict[str, list[str]], n: int = 150) -> tuple[di
         "self": (own, own[2]),  # a caption scored against references that include it
         "empty": (fixture_captions[pool[1]], ""),
         "one-word": (fixture_captions[pool[2]], "dog"),
-        "unicode": (fixture_captions[pool[3]], "Un caf\u00e9 na\u00efve \u2014 \u201cquoted\u201d \U0001F436 dog ."),
+        "unicode": (fixture_captions[pool[3]], "Un caf\u00e9 na\u00efve \u2014 \u201cquoted\u201d \U0001f436 dog ."),
         "punctuation-only": (fixture_captions[pool[4]], "... !"),
         42: (["A dog (a big one) can't swim , really ?", "a dog swims"], "A dog can not swim."),
     }
@@ -47,10 +48,15 @@ def pycocoevalcap_reference(refs: dict, cands: dict) -> tuple[dict, dict]:
     gts = tok.tokenize({k: [{"caption": c} for c in v] for k, v in refs.items()})
     res = tok.tokenize({k: [{"caption": cands[k]}] for k in refs})
     corpus, per_item = {}, {k: {} for k in gts}
-    for scorer, names in [(Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]), (Meteor(), ["METEOR"]),
-                          (Rouge(), ["ROUGE_L"]), (Cider(), ["CIDEr"])]:
-        total, items = scorer.compute_score(gts, res, verbose=0) if names[0] == "Bleu_1" else \
-            scorer.compute_score(gts, res)
+    for scorer, names in [
+        (Bleu(4), ["Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"]),
+        (Meteor(), ["METEOR"]),
+        (Rouge(), ["ROUGE_L"]),
+        (Cider(), ["CIDEr"]),
+    ]:
+        total, items = (
+            scorer.compute_score(gts, res, verbose=0) if names[0] == "Bleu_1" else scorer.compute_score(gts, res)
+        )
         totals, itemss = (total, items) if len(names) > 1 else ([total], [items])
         for name, t, its in zip(names, totals, itemss):
             corpus[name] = float(t)

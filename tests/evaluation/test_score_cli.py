@@ -1,4 +1,5 @@
 """`captionkit score` end to end: COCO results/JSONL candidates, COCO or dataset references, errors."""
+
 from __future__ import annotations
 
 import json
@@ -18,23 +19,33 @@ def files(tmp_path: Path, fixture_captions):
     refs = {k: fixture_captions[k][1:] for k in ids}
     cands = {k: fixture_captions[k][0] for k in ids}
     coco_ids = {k: i + 1 for i, k in enumerate(ids)}
-    annotations = {"images": [{"id": coco_ids[k], "file_name": k} for k in ids],
-                   "annotations": [{"image_id": coco_ids[k], "id": n, "caption": c}
-                                   for n, (k, caps) in enumerate((k, refs[k]) for k in ids) for c in caps]}
+    annotations = {
+        "images": [{"id": coco_ids[k], "file_name": k} for k in ids],
+        "annotations": [
+            {"image_id": coco_ids[k], "id": n, "caption": c}
+            for n, (k, caps) in enumerate((k, refs[k]) for k in ids)
+            for c in caps
+        ],
+    }
     ref_path = tmp_path / "captions_test.json"
     ref_path.write_text(json.dumps(annotations))
     cand_path = tmp_path / "results.json"
     cand_path.write_text(json.dumps([{"image_id": coco_ids[k], "caption": cands[k]} for k in ids]))
-    expected = score({str(coco_ids[k]): refs[k] for k in ids}, {str(coco_ids[k]): cands[k] for k in ids},
-                     "bleu,rouge,cider", tokenizer="python")
+    expected = score(
+        {str(coco_ids[k]): refs[k] for k in ids},
+        {str(coco_ids[k]): cands[k] for k in ids},
+        "bleu,rouge,cider",
+        tokenizer="python",
+    )
     return ref_path, cand_path, expected, coco_ids
 
 
 def test_prints_corpus_scores_and_writes_per_item(files, tmp_path, capsys):
     ref_path, cand_path, expected, _ = files
     out, per_item = tmp_path / "scores.json", tmp_path / "per_item.json"
-    code = main(["score", str(cand_path), "--references", str(ref_path), "--out", str(out),
-                 "--per-item", str(per_item), *FAST])
+    code = main(
+        ["score", str(cand_path), "--references", str(ref_path), "--out", str(out), "--per-item", str(per_item), *FAST]
+    )
     captured = capsys.readouterr()
     assert code == 0
     printed = json.loads(captured.out)
@@ -81,8 +92,12 @@ def test_references_from_a_dataset_and_split(flickr8k_fixture, fixture_captions,
     cand_path = tmp_path / "results.json"
     cand_path.write_text(json.dumps([{"image_id": k, "caption": fixture_captions[k][0]} for k in test_ids]))
     assert main(["score", str(cand_path), "--references", str(flickr8k_fixture), "--split", "test", *FAST]) == 0
-    expected = score({k: fixture_captions[k] for k in test_ids}, {k: fixture_captions[k][0] for k in test_ids},
-                     "bleu,rouge,cider", tokenizer="python")
+    expected = score(
+        {k: fixture_captions[k] for k in test_ids},
+        {k: fixture_captions[k][0] for k in test_ids},
+        "bleu,rouge,cider",
+        tokenizer="python",
+    )
     assert json.loads(capsys.readouterr().out) == expected.corpus
 
 

@@ -1,13 +1,13 @@
 """Fixtures for the feature-cache tests: a tiny counting encoder and six real JPEG files in tmp_path."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from captionkit.data.records import Record
 from feature_helpers import CountingEncoder, write_images
 
+from captionkit.data.records import Record
 
 
 @pytest.fixture
@@ -18,5 +18,7 @@ def encoder() -> CountingEncoder:
 @pytest.fixture
 def records(tmp_path: Path) -> list[Record]:
     """Six images, five captions each."""
-    return [Record(p.name, p, tuple(f"caption {k} of {p.stem}" for k in range(5)), "train")
-            for p in write_images(tmp_path / "images", 6)]
+    return [
+        Record(p.name, p, tuple(f"caption {k} of {p.stem}" for k in range(5)), "train")
+        for p in write_images(tmp_path / "images", 6)
+    ]

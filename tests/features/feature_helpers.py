@@ -1,4 +1,5 @@
 """Helpers for tests/features: a tiny encoder that counts what it encodes, and small real JPEG files."""
+
 from __future__ import annotations
 
 from pathlib import Path

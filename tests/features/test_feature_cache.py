@@ -1,4 +1,5 @@
 """Feature cache: round trip, one encoding per image, resumption, refusal of mismatched caches, unreadable images."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from feature_helpers import CountingEncoder
 from PIL import Image
 
 from captionkit import __version__
@@ -18,8 +20,6 @@ from captionkit.data.images import load_image
 from captionkit.data.records import Record
 from captionkit.errors import FeatureCacheError
 from captionkit.models.encoders import load_encoder
-
-from feature_helpers import CountingEncoder
 
 
 def expected_features(encoder: CountingEncoder, record: Record) -> torch.Tensor:
@@ -68,7 +68,7 @@ def test_dataloader_workers_and_float16(tmp_path, records, encoder):
     out = tmp_path / "cache"
     cache = extract(records, encoder, out, num_workers=2, batch_size=2, dtype="float16")
     header_size = struct.unpack("<Q", (out / "shard-00000.safetensors").read_bytes()[:8])[0]
-    header = json.loads((out / "shard-00000.safetensors").read_bytes()[8:8 + header_size])
+    header = json.loads((out / "shard-00000.safetensors").read_bytes()[8 : 8 + header_size])
     assert header["features"]["dtype"] == "F16" and header["features"]["shape"] == [6, 4]
     assert json.loads(header["__metadata__"]["ids"]) == [r.image_id for r in records]
     for r in records:
@@ -146,8 +146,11 @@ def test_unreadable_images_are_skipped_and_recorded(tmp_path, records, encoder, 
     garbage.write_bytes(b"this is not a jpeg")
     truncated = tmp_path / "images" / "truncated.jpg"
     truncated.write_bytes(records[0].image_path.read_bytes()[:200])
-    bad = [Record("garbage.jpg", garbage, ("a",)), Record("truncated.jpg", truncated, ("b",)),
-           Record("missing.jpg", tmp_path / "images" / "missing.jpg", ("c",))]
+    bad = [
+        Record("garbage.jpg", garbage, ("a",)),
+        Record("truncated.jpg", truncated, ("b",)),
+        Record("missing.jpg", tmp_path / "images" / "missing.jpg", ("c",)),
+    ]
     mixed = records[:2] + bad + records[2:]
     with caplog.at_level(logging.WARNING):
         cache = extract(mixed, encoder, tmp_path / "cache", batch_size=2, shard_size=3)

@@ -1,11 +1,12 @@
 """Helpers for tests/lstm: tiny LSTM-captioner configs and fixed random data."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from captionkit.models.base import CaptionModel, IGNORE_INDEX
+from captionkit.models.base import IGNORE_INDEX, CaptionModel
 from captionkit.models.show_attend_tell import ShowAttendTell, ShowAttendTellConfig
 from captionkit.models.show_tell import ShowTellMerge, ShowTellMergeConfig
 
@@ -17,16 +18,30 @@ FEATURE = 16
 
 
 def merge_model(**overrides) -> ShowTellMerge:
-    config = ShowTellMergeConfig(vocab_size=VOCAB, feature_dim=FEATURE, embed_dim=16, hidden_dim=24, decoder_dim=20,
-                                 dropout=0.0, min_word_count=1)
+    config = ShowTellMergeConfig(
+        vocab_size=VOCAB,
+        feature_dim=FEATURE,
+        embed_dim=16,
+        hidden_dim=24,
+        decoder_dim=20,
+        dropout=0.0,
+        min_word_count=1,
+    )
     for key, value in overrides.items():
         setattr(config, key, value)
     return ShowTellMerge(config)
 
 
 def sat_model(**overrides) -> ShowAttendTell:
-    config = ShowAttendTellConfig(vocab_size=VOCAB, feature_dim=CHANNELS, embed_dim=16, attention_dim=12,
-                                  hidden_dim=24, dropout=0.0, min_word_count=1)
+    config = ShowAttendTellConfig(
+        vocab_size=VOCAB,
+        feature_dim=CHANNELS,
+        embed_dim=16,
+        attention_dim=12,
+        hidden_dim=24,
+        dropout=0.0,
+        min_word_count=1,
+    )
     for key, value in overrides.items():
         setattr(config, key, value)
     return ShowAttendTell(config)

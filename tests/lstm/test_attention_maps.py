@@ -1,4 +1,5 @@
 """Attention heat maps: one PNG with the image and one panel per word, the heat where the weights are."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,16 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lstm_helpers import features_for, merge_model, sat_model
 from PIL import Image
 
-from captionkit.attention_maps import (COLUMNS, LABEL_PX, PANEL_PX, attention_map_size, caption_with_attention,
-                                       encoder_view, render_attention_map)
+from captionkit.attention_maps import (
+    COLUMNS,
+    LABEL_PX,
+    PANEL_PX,
+    attention_map_size,
+    caption_with_attention,
+    encoder_view,
+    render_attention_map,
+)
 from captionkit.captioner import Captioner
 from captionkit.config import ConfigError
 from captionkit.data.text import WordVocab
 from captionkit.models.base import build_model
 from captionkit.models.show_attend_tell import attention_for
-from lstm_helpers import features_for, merge_model, sat_model
 
 
 def grey_image() -> Image.Image:
@@ -76,9 +84,19 @@ def test_the_panels_show_the_centre_crop_the_encoder_saw():
 def test_caption_with_attention_gives_one_weight_row_per_word(tmp_path: Path):
     torch.manual_seed(0)
     vocab = WordVocab.build(["a red circle", "a blue square"])
-    model = build_model({"type": "show-attend-tell", "vocab_size": vocab.vocab_size, "feature_dim": 64,
-                         "embed_dim": 8, "attention_dim": 8, "hidden_dim": 8, "dropout": 0.0,
-                         "finetune_encoder": "vgg16-small:conv5_3", "finetune_blocks": 0})
+    model = build_model(
+        {
+            "type": "show-attend-tell",
+            "vocab_size": vocab.vocab_size,
+            "feature_dim": 64,
+            "embed_dim": 8,
+            "attention_dim": 8,
+            "hidden_dim": 8,
+            "dropout": 0.0,
+            "finetune_encoder": "vgg16-small:conv5_3",
+            "finetune_blocks": 0,
+        }
+    )
     captioner = Captioner(model, vocab, device="cpu")
     image = Image.new("RGB", (150, 120), (200, 30, 30))
     words, weights = caption_with_attention(captioner, image, max_new_tokens=4, min_new_tokens=4)

@@ -1,4 +1,5 @@
 """Word vocabulary hooks and model directories: saved, then loaded in a fresh process, the captions are identical."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,27 @@ from captionkit.decoding import generate
 from captionkit.models.model_dir import load_model_dir, save_model_dir
 from captionkit.registry import get_model_class
 
-TRAIN_CAPTIONS = ["a red circle above a blue square .", "two green stars on a white background .",
-                  "a blue square and a red circle .", "one yellow cross ."]
+TRAIN_CAPTIONS = [
+    "a red circle above a blue square .",
+    "two green stars on a white background .",
+    "a blue square and a red circle .",
+    "one yellow cross .",
+]
 SMALL = {"embed_dim": 16, "hidden_dim": 16, "dropout": 0.0, "min_word_count": 2}
 CASES = {  # name -> (model type, config data, feature shape the model reads)
     "merge": ("show-tell-merge", {**SMALL, "feature_dim": 12, "decoder_dim": 16}, (12,)),
     "attend": ("show-attend-tell", {**SMALL, "feature_dim": 6, "attention_dim": 8}, (5, 6)),
-    "attend-pixels": ("show-attend-tell", {**SMALL, "feature_dim": 64, "attention_dim": 8,
-                                           "finetune_encoder": "vgg16-small:conv5_3", "finetune_blocks": 1},
-                      (3, 32, 32)),
+    "attend-pixels": (
+        "show-attend-tell",
+        {
+            **SMALL,
+            "feature_dim": 64,
+            "attention_dim": 8,
+            "finetune_encoder": "vgg16-small:conv5_3",
+            "finetune_blocks": 1,
+        },
+        (3, 32, 32),
+    ),
 }
 
 
@@ -89,15 +102,24 @@ def test_saved_model_dirs_give_identical_captions_in_a_fresh_process(tmp_path: P
         save_model_dir(directory / "model", model, tokenizer, encoder=f"{model_type}-test-encoder")
         save_file({"features": features}, str(directory / "features.safetensors"))
         ids = generate(model, features, tokenizer.eos_token_id, max_new_tokens=10)
-        expected[str(directory)] = {"ids": ids, "text": [tokenizer.decode(i) for i in ids],
-                                    "encoder": f"{model_type}-test-encoder"}
+        expected[str(directory)] = {
+            "ids": ids,
+            "text": [tokenizer.decode(i) for i in ids],
+            "encoder": f"{model_type}-test-encoder",
+        }
         assert any(ids), f"{name}: the trained model should say something"
         reloaded = load_model_dir(directory / "model")
         assert reloaded.model.input_kind == model.input_kind
         assert generate(reloaded.model, features, tokenizer.eos_token_id, max_new_tokens=10) == ids
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", LOADER, *expected], capture_output=True, text=True, env=env,
-                            cwd=Path(__file__).resolve().parents[2], timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, *expected],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == expected
 

@@ -1,8 +1,10 @@
 """Shapes, cached == recomputed decoding, beam reordering and the attention regulariser of the LSTM captioners."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from lstm_helpers import BUILDERS, EOS, GRID, VOCAB, batch_of, features_for, merge_model, sat_model
 
 from captionkit.config import ConfigError
 from captionkit.decoding import generate
@@ -10,7 +12,6 @@ from captionkit.models.base import IGNORE_INDEX, build_model, caption_loss, unca
 from captionkit.models.show_attend_tell import ShowAttendTellConfig, attention_for, attention_regularizer
 from captionkit.models.show_tell import ShowTellMergeConfig
 from captionkit.registry import get_model_class
-from lstm_helpers import BUILDERS, EOS, GRID, VOCAB, batch_of, features_for, merge_model, sat_model
 
 CAPTIONS = [[5, 6, 7], [8, 9, 10, 11, 12], [13]]
 
@@ -37,8 +38,9 @@ def test_registered_and_built_from_plain_config(name):
     assert model.input_kind == "features"
 
 
-@pytest.mark.parametrize("name, config_class", [("show-tell-merge", ShowTellMergeConfig),
-                                                ("show-attend-tell", ShowAttendTellConfig)])
+@pytest.mark.parametrize(
+    "name, config_class", [("show-tell-merge", ShowTellMergeConfig), ("show-attend-tell", ShowAttendTellConfig)]
+)
 def test_vocab_size_must_come_from_the_tokenizer(name, config_class):
     with pytest.raises(ConfigError, match="vocab_size is 0"):
         get_model_class(name)(config_class())  # presets leave vocab_size at 0 for config_for_tokenizer to fill
@@ -161,8 +163,9 @@ def test_beam_search_through_the_state_equals_recomputation(name):
     feats = features_for(model, 3)
     cached = generate(model, feats, EOS, num_beams=3, max_new_tokens=6, min_new_tokens=2)
     assert cached == generate(model, feats, EOS, num_beams=3, max_new_tokens=6, min_new_tokens=2, use_cache=False)
-    assert cached == [generate(model, feats[i : i + 1], EOS, num_beams=3, max_new_tokens=6, min_new_tokens=2)[0]
-                      for i in range(3)]
+    assert cached == [
+        generate(model, feats[i : i + 1], EOS, num_beams=3, max_new_tokens=6, min_new_tokens=2)[0] for i in range(3)
+    ]
     assert generate(model, feats, EOS, num_beams=1, max_new_tokens=6) == generate(model, feats, EOS, max_new_tokens=6)
 
 

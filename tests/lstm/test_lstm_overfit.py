@@ -1,11 +1,12 @@
 """Both LSTM captioners memorise a handful of captions: greedy decoding gives the training captions back exactly."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from lstm_helpers import BUILDERS, EOS, batch_of, features_for
 
 from captionkit.decoding import generate
-from lstm_helpers import BUILDERS, EOS, batch_of, features_for
 
 # five "images", captions of different lengths that share words, so the image must decide every choice
 CAPTIONS = [[4, 5, 6, 7], [4, 5, 8], [9, 5, 6, 10, 11, 12], [13, 14, 5, 15, 16], [9, 17, 18, 19, 20, 21, 22]]

@@ -1,9 +1,11 @@
 """End-to-end mode: the LSTM captioners own a VGG encoder, read pixels and fine-tune only its top blocks."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from lstm_helpers import batch_of
 
 from captionkit.config import ConfigError
 from captionkit.data.formats import load_dataset
@@ -12,15 +14,24 @@ from captionkit.data.synthetic import write_synthetic_dataset
 from captionkit.data.text import WordVocab, collate_captions, encode_for_training
 from captionkit.decoding import generate
 from captionkit.models.base import build_model
-from lstm_helpers import batch_of
 
 CAPTIONS = [[5, 6, 7], [8, 9]]
 
 
 def pixel_model(name: str, blocks: int) -> torch.nn.Module:
     feature, dim = ("fc2", 512) if name == "show-tell-merge" else ("conv5_3", 64)
-    return build_model({"type": name, "vocab_size": 16, "feature_dim": dim, "embed_dim": 8, "hidden_dim": 8,
-                        "dropout": 0.0, "finetune_encoder": f"vgg16-small:{feature}", "finetune_blocks": blocks})
+    return build_model(
+        {
+            "type": name,
+            "vocab_size": 16,
+            "feature_dim": dim,
+            "embed_dim": 8,
+            "hidden_dim": 8,
+            "dropout": 0.0,
+            "finetune_encoder": f"vgg16-small:{feature}",
+            "finetune_blocks": blocks,
+        }
+    )
 
 
 @pytest.mark.parametrize("name", ["show-tell-merge", "show-attend-tell"])
@@ -50,8 +61,15 @@ def test_a_frozen_encoder_stays_in_eval_mode():
 
 def test_feature_dim_must_match_the_encoder():
     with pytest.raises(ConfigError, match="feature_dim"):
-        build_model({"type": "show-attend-tell", "vocab_size": 16, "feature_dim": 512,
-                     "finetune_encoder": "vgg16-small:conv5_3", "finetune_blocks": 1})
+        build_model(
+            {
+                "type": "show-attend-tell",
+                "vocab_size": 16,
+                "feature_dim": 512,
+                "finetune_encoder": "vgg16-small:conv5_3",
+                "finetune_blocks": 1,
+            }
+        )
 
 
 @pytest.mark.parametrize("name", ["show-tell-merge", "show-attend-tell"])
@@ -62,11 +80,23 @@ def test_trains_end_to_end_from_pixels_until_the_captions_come_back(name, tmp_pa
     records = list(load_dataset(write_synthetic_dataset(tmp_path / "data", images=4, seed=3, size=64)))
     captions = [r.captions[0] for r in records]
     vocab = WordVocab.build(captions)
-    feature, dim, extra = ("fc2", 512, {"decoder_dim": 32}) if name == "show-tell-merge" else \
-        ("conv5_3", 64, {"attention_dim": 32})
-    model = build_model({"type": name, "vocab_size": vocab.vocab_size, "feature_dim": dim, "embed_dim": 32,
-                         "hidden_dim": 32, "dropout": 0.0, "feature_norm": True,
-                         "finetune_encoder": f"vgg16-small:{feature}", "finetune_blocks": 5, **extra})
+    feature, dim, extra = (
+        ("fc2", 512, {"decoder_dim": 32}) if name == "show-tell-merge" else ("conv5_3", 64, {"attention_dim": 32})
+    )
+    model = build_model(
+        {
+            "type": name,
+            "vocab_size": vocab.vocab_size,
+            "feature_dim": dim,
+            "embed_dim": 32,
+            "hidden_dim": 32,
+            "dropout": 0.0,
+            "feature_norm": True,
+            "finetune_encoder": f"vgg16-small:{feature}",
+            "finetune_blocks": 5,
+            **extra,
+        }
+    )
     pixels = torch.stack([model.image_encoder.preprocess(load_image(r.image_path)) for r in records])
     pixels = F.interpolate(pixels, size=(48, 48), mode="bilinear", antialias=True)  # (4, 3, 48, 48): fast
     input_ids, labels = collate_captions([encode_for_training(vocab, c, 40) for c in captions], vocab.pad_token_id)

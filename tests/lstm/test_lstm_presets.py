@@ -1,4 +1,5 @@
 """The LSTM presets: valid run configs whose models build once the word vocabulary fills in vocab_size."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,12 @@ from captionkit.training.config import load_run_config
 from captionkit.training.engine import build_model_and_tokenizer
 
 CAPTIONS = ["a red circle .", "two blue squares on a white background ."]
-PRESETS = {"show-tell-merge": "features", "show-attend-tell": "features",
-           "tiny-show-tell-merge": "pixels", "tiny-show-attend-tell": "pixels"}
+PRESETS = {
+    "show-tell-merge": "features",
+    "show-attend-tell": "features",
+    "tiny-show-tell-merge": "pixels",
+    "tiny-show-attend-tell": "pixels",
+}
 
 
 @pytest.mark.parametrize("name", PRESETS)

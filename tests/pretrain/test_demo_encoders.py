@@ -1,4 +1,5 @@
 """`captionkit demo --pretrain-encoders`: both demo encoders pretrained and installed in fp16, loadable by name."""
+
 import torch
 from safetensors.torch import load_file
 
@@ -11,8 +12,10 @@ TINY = dict(steps=2, batch_size=2, checkpoint_every_steps=2, num_workers=0, eval
 
 
 def test_pretrained_encoders_are_installed_in_fp16_and_load_as_fp32(tmp_path):
-    config = DemoEncodersConfig(vgg=EncoderPretrainConfig(encoder="vgg16-bn-small", **TINY),
-                                clip=EncoderPretrainConfig(encoder="clip:captionkit:tiny-clip", **TINY))
+    config = DemoEncodersConfig(
+        vgg=EncoderPretrainConfig(encoder="vgg16-bn-small", **TINY),
+        clip=EncoderPretrainConfig(encoder="clip:captionkit:tiny-clip", **TINY),
+    )
     installed = pretrain_demo_encoders(tmp_path / "work", config, install=tmp_path / "pretrained")
     vgg = load_file(str(installed["vgg"]))
     assert {v.dtype for k, v in vgg.items() if not k.endswith("num_batches_tracked")} == {torch.float16}

@@ -1,4 +1,5 @@
 """`encoder pretrain`: a classifier run writes an encoder the specs load, resumes exactly, refuses changed settings."""
+
 import pytest
 import torch
 from PIL import Image
@@ -21,8 +22,17 @@ def test_vgg_pretrained_on_class_folders_loads_as_an_encoder(tmp_path, capsys):
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (40, 40), colour).save(path)
     out = tmp_path / "vgg"
-    args = ["encoder", "pretrain", "--encoder", "vgg16-small", "--data", str(tmp_path / "data"), "--out", str(out),
-            *[f"--set={k}={v}" for k, v in TINY.items()]]
+    args = [
+        "encoder",
+        "pretrain",
+        "--encoder",
+        "vgg16-small",
+        "--data",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        *[f"--set={k}={v}" for k, v in TINY.items()],
+    ]
     assert main(args) == 0
     state = load_file(str(out / "weights.safetensors"))
     assert state["classifier.6.weight"].shape == (2, 512)  # one output per class folder
@@ -52,7 +62,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     save = ckpt.save_checkpoint
 
     def save_then_die(*args, **kwargs):
-        path = save(*args, **kwargs)
+        save(*args, **kwargs)
         raise KeyboardInterrupt  # killed right after the first checkpoint (step 2)
 
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
@@ -64,27 +74,34 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     a, b = load_file(str(whole / "weights.safetensors")), load_file(str(tmp_path / "cut" / "weights.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="lr"):
-        pretrain_encoder(tmp_path / "cut", EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", lr=0.1,
-                                                                 **TINY))
+        pretrain_encoder(tmp_path / "cut", EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", lr=0.1, **TINY))
 
 
 def test_a_clip_image_tower_trains_and_lit_keeps_it_locked(tmp_path):
     from captionkit.clip_pretrain import ClipPretrainConfig, pretrain_clip
     from captionkit.data.synthetic import write_synthetic_dataset
 
-    tower = pretrain_encoder(tmp_path / "tower", EncoderPretrainConfig(encoder="clip:captionkit:tiny-clip",
-                                                                       data="synth:0", **TINY), progress=False)
+    tower = pretrain_encoder(
+        tmp_path / "tower",
+        EncoderPretrainConfig(encoder="clip:captionkit:tiny-clip", data="synth:0", **TINY),
+        progress=False,
+    )
     before, _, _ = hf.load_clip("captionkit:tiny-clip")
     trained, _, _ = hf.load_clip(str(tower / "clip"))
-    assert not torch.equal(before.vision_model.embeddings.patch_embedding.weight,
-                           trained.vision_model.embeddings.patch_embedding.weight)
-    assert torch.equal(before.text_model.embeddings.token_embedding.weight,
-                       trained.text_model.embeddings.token_embedding.weight)  # the text tower got no gradient
+    assert not torch.equal(
+        before.vision_model.embeddings.patch_embedding.weight, trained.vision_model.embeddings.patch_embedding.weight
+    )
+    assert torch.equal(
+        before.text_model.embeddings.token_embedding.weight, trained.text_model.embeddings.token_embedding.weight
+    )  # the text tower got no gradient
 
     data = write_synthetic_dataset(tmp_path / "data", images=24, seed=0, size=64)
-    lit = pretrain_clip(data, tmp_path / "lit", ClipPretrainConfig(image_tower=str(tower / "clip"), epochs=2,
-                                                                   width=32, layers=1, batch_size=8,
-                                                                   warmup_steps=1), progress=False)
+    lit = pretrain_clip(
+        data,
+        tmp_path / "lit",
+        ClipPretrainConfig(image_tower=str(tower / "clip"), epochs=2, width=32, layers=1, batch_size=8, warmup_steps=1),
+        progress=False,
+    )
     aligned, _, tokenizer = hf.load_clip(str(lit))
     for name, tensor in trained.vision_model.state_dict().items():
         assert torch.equal(tensor, aligned.vision_model.state_dict()[name]), name
@@ -105,10 +122,11 @@ def test_label_groups_weigh_equally_and_the_curriculum_starts_with_its_groups(tm
     per_label = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0)
     torch.testing.assert_close(grouped_bce(logits, targets, groups), (per_label[0] + per_label[1:].mean()) / 2)
 
-    config = EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", first_groups=["shape"], first_steps=2,
-                                   **TINY)
+    config = EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", first_groups=["shape"], first_steps=2, **TINY)
     out = pretrain_encoder(tmp_path / "curriculum", config, progress=False)
     assert (out / "weights.safetensors").is_file()
     with pytest.raises(ConfigError, match="label groups are"):
-        pretrain_encoder(tmp_path / "bad", EncoderPretrainConfig(encoder="vgg16-small", data="synth:0",
-                                                                 first_groups=["size"], first_steps=2, **TINY))
+        pretrain_encoder(
+            tmp_path / "bad",
+            EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", first_groups=["size"], first_steps=2, **TINY),
+        )

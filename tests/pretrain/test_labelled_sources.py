@@ -1,4 +1,5 @@
 """Labelled image sources for encoder pretraining: class folders, tables, the scene stream; clear errors."""
+
 import json
 
 import pytest

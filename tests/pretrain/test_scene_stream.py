@@ -1,17 +1,30 @@
 """The labelled scene stream: deterministic, labelled at three levels, never the caption dataset's pictures."""
+
 import numpy as np
 
-from captionkit.data.scene_grammar import kind_counts
+from captionkit.data.images import load_image
 from captionkit.data.scene_stream import SceneStream, scene_label_names, scene_labels
 from captionkit.data.synthetic import write_synthetic_dataset
-from captionkit.data.images import load_image
 
 
 def test_labels_name_colours_shapes_kinds_and_counts():
-    scene = {"objects": [{"colour": "red", "shape": "circle"}, {"colour": "red", "shape": "circle"},
-                         {"colour": "blue", "shape": "star"}]}
-    assert scene_labels(scene) == ["blue", "circle", "red", "star", "blue star", "blue star x1", "red circle",
-                                   "red circle x2"]
+    scene = {
+        "objects": [
+            {"colour": "red", "shape": "circle"},
+            {"colour": "red", "shape": "circle"},
+            {"colour": "blue", "shape": "star"},
+        ]
+    }
+    assert scene_labels(scene) == [
+        "blue",
+        "circle",
+        "red",
+        "star",
+        "blue star",
+        "blue star x1",
+        "red circle",
+        "red circle x2",
+    ]
     names = scene_label_names()
     assert len(names) == 6 + 5 + 30 + 90 and len(set(names)) == len(names)
     assert set(scene_labels(scene)) <= set(names)

@@ -1,4 +1,5 @@
 """Two fake run directories over a tiny Flickr8k-layout dataset with real JPEGs, for the report tests."""
+
 from __future__ import annotations
 
 import json
@@ -35,23 +36,44 @@ def runs(tmp_path: Path, flickr8k_fixture: Path) -> tuple[list[Path], Path]:
     dirs = []
     for r, (name, metrics) in enumerate(METRICS.items()):
         run = tmp_path / name
-        _write(run / "resolved_config.json", {"model": {"type": ["clipcap", "show-tell-merge"][r]},
-                                              "encoder": ["clip:openai/clip-vit-base-patch32", "vgg16:fc2"][r],
-                                              "dataset": str(data), "dataset_format": "auto", "out": str(run)})
+        _write(
+            run / "resolved_config.json",
+            {
+                "model": {"type": ["clipcap", "show-tell-merge"][r]},
+                "encoder": ["clip:openai/clip-vit-base-patch32", "vgg16:fc2"][r],
+                "dataset": str(data),
+                "dataset_format": "auto",
+                "out": str(run),
+            },
+        )
         ev = run / "eval" / "test"
         _write(ev / "metrics.json", metrics)
-        _write(ev / "predictions.json", [{"image_id": p.name, "caption": f"{name} says <b>dog</b> {i}"}
-                                         for i, p in enumerate(images)])
-        _write(ev / "per_item.json", {p.name: {"CIDEr": (i + 1) * 0.3 + r * 0.05, "Bleu_4": 0.1 * i}
-                                      for i, p in enumerate(images)})
+        _write(
+            ev / "predictions.json",
+            [{"image_id": p.name, "caption": f"{name} says <b>dog</b> {i}"} for i, p in enumerate(images)],
+        )
+        _write(
+            ev / "per_item.json",
+            {p.name: {"CIDEr": (i + 1) * 0.3 + r * 0.05, "Bleu_4": 0.1 * i} for i, p in enumerate(images)},
+        )
         _write(ev / "decoding.json", {"num_beams": 1 + 2 * r, "max_new_tokens": 30, "length_penalty": 1.0})
         _write(ev / "scoring.json", {"tokenizer": "ptb-java", "skipped": {"SPICE": "SPICE skipped: no jars"}})
         events = []
         for epoch in range(1, 4):
-            events += [{"event": "step", "epoch": epoch, "step": epoch * 10 + s, "train_loss": 4.0 / epoch - s * 0.1}
-                       for s in range(2)]
-            events.append({"event": "epoch", "epoch": epoch, "step": epoch * 10 + 1, "dev_loss": 3.5 / epoch + r,
-                           "dev_CIDEr": 0.2 * epoch + 0.1 * r, "dev_Bleu_4": 0.05 * epoch})
-        (run / "log.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n{\"event\": \"step\", \"ep")
+            events += [
+                {"event": "step", "epoch": epoch, "step": epoch * 10 + s, "train_loss": 4.0 / epoch - s * 0.1}
+                for s in range(2)
+            ]
+            events.append(
+                {
+                    "event": "epoch",
+                    "epoch": epoch,
+                    "step": epoch * 10 + 1,
+                    "dev_loss": 3.5 / epoch + r,
+                    "dev_CIDEr": 0.2 * epoch + 0.1 * r,
+                    "dev_Bleu_4": 0.05 * epoch,
+                }
+            )
+        (run / "log.jsonl").write_text("\n".join(json.dumps(e) for e in events) + '\n{"event": "step", "ep')
         dirs.append(run)
     return dirs, data

@@ -1,4 +1,5 @@
 """The HTML report: rendered in headless Chromium, no console errors, table numbers == metrics.json."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import pytest
 from captionkit.cli import main
 from captionkit.report.charts import line_chart, nice_ticks
 from captionkit.report.runs import read_curves
-
 
 
 @pytest.fixture()
@@ -36,9 +36,13 @@ def test_report_renders_in_chromium_with_the_metrics_json_numbers(report, browse
     for run in dirs:
         expected = json.loads((run / "eval" / "test" / "metrics.json").read_text())
         cells = page.locator(f'#metrics tr[data-run="{run.name}"] td[data-metric]')
-        shown = {cells.nth(i).get_attribute("data-metric"): (cells.nth(i).get_attribute("data-value"),
-                                                             cells.nth(i).inner_text())
-                 for i in range(cells.count())}
+        shown = {
+            cells.nth(i).get_attribute("data-metric"): (
+                cells.nth(i).get_attribute("data-value"),
+                cells.nth(i).inner_text(),
+            )
+            for i in range(cells.count())
+        }
         assert set(shown) == set(expected)
         for metric, value in expected.items():
             raw, text = shown[metric]
@@ -57,8 +61,17 @@ def test_report_renders_in_chromium_with_the_metrics_json_numbers(report, browse
 def test_report_sections_and_examples(report, runs):
     html, _ = report
     text = html.read_text()
-    for part in ("Metrics", "Training curves", "Decoding settings", "Examples", "Best and worst: run_a",
-                 "Best and worst: run_b", "reference 0 of image 0", "ptb-java", "CIDEr 1.550"):
+    for part in (
+        "Metrics",
+        "Training curves",
+        "Decoding settings",
+        "Examples",
+        "Best and worst: run_a",
+        "Best and worst: run_b",
+        "reference 0 of image 0",
+        "ptb-java",
+        "CIDEr 1.550",
+    ):
         assert part in text
     assert "<b>dog</b>" not in text and "&lt;b&gt;dog&lt;/b&gt;" in text
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # no CDN or remote asset
@@ -92,19 +105,27 @@ def test_examples_show_the_true_scene_and_mark_wrong_objects(tmp_path):
     from captionkit.report.render import build_report
 
     (tmp_path / "data").mkdir()
-    scene = {"background": {"colour": "grey", "texture": "plain"}, "relations": [],
-             "objects": [{"shape": "circle", "colour": "red"}, {"shape": "circle", "colour": "red"},
-                         {"shape": "star", "colour": "blue"}]}
+    scene = {
+        "background": {"colour": "grey", "texture": "plain"},
+        "relations": [],
+        "objects": [
+            {"shape": "circle", "colour": "red"},
+            {"shape": "circle", "colour": "red"},
+            {"shape": "star", "colour": "blue"},
+        ],
+    }
     (tmp_path / "data" / "scenes.json").write_text(json.dumps({"synth_000000.jpg": scene}))
     captions = {"good": "two red circles and a blue star .", "bad": "two red squares and a blue star ."}
     for name, caption in captions.items():
         run = tmp_path / name
         (run / "eval" / "test").mkdir(parents=True)
-        (run / "resolved_config.json").write_text(json.dumps({"dataset": str(tmp_path / "data"),
-                                                              "encoder": f"clip:{tmp_path / 'clip'}"}))
+        (run / "resolved_config.json").write_text(
+            json.dumps({"dataset": str(tmp_path / "data"), "encoder": f"clip:{tmp_path / 'clip'}"})
+        )
         (run / "eval" / "test" / "metrics.json").write_text(json.dumps({"CIDEr": 1.0}))
         (run / "eval" / "test" / "predictions.json").write_text(
-            json.dumps([{"image_id": "synth_000000.jpg", "caption": caption}]))
+            json.dumps([{"image_id": "synth_000000.jpg", "caption": caption}])
+        )
     page = build_report([tmp_path / "good", tmp_path / "bad"], tmp_path / "r.html").read_text()
     assert "<b>true scene</b>: 1 blue star, 2 red circle" in page
     assert page.count("objects right") == 1  # the good caption's tick

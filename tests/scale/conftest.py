@@ -1,4 +1,5 @@
 """Fixtures of the scale tests: a tiny synthetic dataset as WebDataset shards and as parquet files, a tiny model."""
+
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """Test entry point for torchrun: `captionkit.cli` whose rank named by CAPTIONKIT_TEST_KILL_RANK kills itself with
 SIGKILL right after committing its first shard of bulk captions (a deterministic stand-in for a node lost mid-run)."""
+
 import os
 import signal
 import sys

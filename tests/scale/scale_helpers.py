@@ -1,5 +1,6 @@
 """Helpers for tests/scale: a synthetic dataset rewritten as WebDataset tar shards (img2dataset's layout) and as
 parquet files, the way users receive web-scale corpora."""
+
 from __future__ import annotations
 
 import io
@@ -30,10 +31,16 @@ def write_shards(dataset: Path, out: Path, per_shard: int = 4) -> list[Path]:
     for s in range(0, len(records), per_shard):
         path = out / f"{s // per_shard:05d}.tar"
         with wds.TarWriter(str(path)) as sink:
-            for r in records[s:s + per_shard]:
+            for r in records[s : s + per_shard]:
                 key = r.image_path.stem
-                sink.write({"__key__": key, "jpg": r.image_path.read_bytes(), "txt": r.captions[0],
-                            "json": json.dumps({"key": key, "split": r.split}).encode()})
+                sink.write(
+                    {
+                        "__key__": key,
+                        "jpg": r.image_path.read_bytes(),
+                        "txt": r.captions[0],
+                        "json": json.dumps({"key": key, "split": r.split}).encode(),
+                    }
+                )
         shards.append(path)
     return shards
 
@@ -47,9 +54,15 @@ def write_parquet(dataset: Path, out: Path, per_file: int = 6) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for s in range(0, len(records), per_file):
-        chunk = records[s:s + per_file]
-        table = pa.table({"key": [r.image_id for r in chunk], "image": [r.image_path.read_bytes() for r in chunk],
-                          "captions": [list(r.captions) for r in chunk], "split": [r.split for r in chunk]})
+        chunk = records[s : s + per_file]
+        table = pa.table(
+            {
+                "key": [r.image_id for r in chunk],
+                "image": [r.image_path.read_bytes() for r in chunk],
+                "captions": [list(r.captions) for r in chunk],
+                "split": [r.split for r in chunk],
+            }
+        )
         path = out / f"train-{s // per_file:04d}.parquet"
         pq.write_table(table, path)
         files.append(path)
@@ -68,15 +81,20 @@ def append_corrupt_member(shard: Path, key: str = "zz_corrupt") -> None:
 def truncate(shard: Path, keep_fraction: float = 0.6) -> None:
     """Cut a shard short, as an interrupted download leaves it."""
     data = shard.read_bytes()
-    shard.write_bytes(data[:int(len(data) * keep_fraction)])
+    shard.write_bytes(data[: int(len(data) * keep_fraction)])
 
 
 def subprocess_env() -> dict[str, str]:
     """Offline, one thread per process, this repository importable."""
     repo = str(HERE.parents[1])
     path = os.pathsep.join(p for p in (repo, str(HERE), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path,
-            "TOKENIZERS_PARALLELISM": "false"}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": path,
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:

@@ -1,13 +1,14 @@
 """`captionkit caption MODEL --dataset SOURCE --out DIR`: per-shard JSONL files joined in input order; under
 torchrun two processes give the captions one process gives, and a run whose second process was killed resumes,
 redoing only the shards that were not finished."""
+
 import json
 import subprocess
 
 import pytest
+from scale_helpers import HERE, subprocess_env, torchrun
 
 from captionkit.cli import main
-from scale_helpers import HERE, subprocess_env, torchrun
 
 
 def _rows(out):
@@ -43,8 +44,9 @@ def test_two_processes_killed_and_resumed_give_the_single_process_captions(tiny_
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main(_caption(tiny_model_dir, wds_dir, single)) == 0
     command = torchrun(str(HERE / "kill_cli.py"), *_caption(tiny_model_dir, wds_dir, multi))
-    killed = subprocess.run(command, env={**subprocess_env(), "CAPTIONKIT_TEST_KILL_RANK": "1"},
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        command, env={**subprocess_env(), "CAPTIONKIT_TEST_KILL_RANK": "1"}, capture_output=True, text=True, timeout=300
+    )
     assert killed.returncode != 0  # rank 1 died after its first shard (00001); torchrun stops the run
     assert (multi / "00001.jsonl").is_file() and not (multi / "00003.jsonl").is_file()
     assert not (multi / "captions.jsonl").exists()

@@ -1,5 +1,6 @@
 """`captionkit features extract` under `torchrun --nproc_per_node 2` (gloo on CPU) writes the same cache as one
 process: same keys, equal vectors, the documented layout; a rerun resumes by input shard."""
+
 import json
 import subprocess
 import sys
@@ -7,17 +8,31 @@ import sys
 import pytest
 import torch
 from safetensors import safe_open
+from scale_helpers import subprocess_env, torchrun
 
 from captionkit.cli import main
 from captionkit.data.features import FeatureCache
-from scale_helpers import subprocess_env, torchrun
 
 ENCODER = "vgg16-small:fc2"
 
 
 def _extract(dataset, out, extra=()):
-    return ["features", "extract", "--dataset", str(dataset), "--encoder", ENCODER, "--out", str(out),
-            "--workers", "0", "--batch-size", "2", "--no-progress", *extra]
+    return [
+        "features",
+        "extract",
+        "--dataset",
+        str(dataset),
+        "--encoder",
+        ENCODER,
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _same_cache(a, b):
@@ -34,8 +49,13 @@ def test_two_processes_write_the_cache_one_process_writes(source, request, tmp_p
     extra = ["--shard-size", "5"]
     single, multi = tmp_path / "single", tmp_path / "multi"
     assert main(_extract(dataset, single, extra)) == 0
-    done = subprocess.run(torchrun("-m", "captionkit.cli", *_extract(dataset, multi, extra)), env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        torchrun("-m", "captionkit.cli", *_extract(dataset, multi, extra)),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("images of split 'all' encoded") == 1  # rank 0 reports once
     _same_cache(single, multi)

@@ -1,13 +1,14 @@
 """WebDataset shards and parquet files through every command that takes a dataset: `data check` counts, `features
 extract`, `train` (a features model and an end-to-end pixel model), `evaluate`; Hugging Face datasets offline."""
+
 import json
 
 import pytest
+from scale_helpers import append_corrupt_member, truncate
 
 from captionkit.cli import main
 from captionkit.data.features import FeatureCache
 from captionkit.data.formats import load_dataset
-from scale_helpers import append_corrupt_member, truncate
 
 
 def test_data_check_counts_webdataset_shards_with_corrupt_members(wds_dir, capsys):
@@ -20,8 +21,10 @@ def test_data_check_counts_webdataset_shards_with_corrupt_members(wds_dir, capsy
     kept = report["images_total"]
     assert 9 < kept < 13  # 9 intact + the corrupt member + what survived of the cut shard
     assert report["images_found"] == kept and report["images_unreadable"] == 1
-    assert report["captions"] == kept and report["splits"]["train"] + report["splits"]["dev"] + \
-        report["splits"]["test"] == kept
+    assert (
+        report["captions"] == kept
+        and report["splits"]["train"] + report["splits"]["dev"] + report["splits"]["test"] == kept
+    )
     kinds = {p["kind"] for p in report["problems"]}
     assert {"unreadable_image", "corrupt_shard"} <= kinds
     assert report["unreadable_examples"] == [str(wds_dir / "00001.tar") + "::zz_corrupt.jpg"]
@@ -45,8 +48,23 @@ def test_missing_shard_and_unknown_column_are_one_line_errors(wds_dir, parquet_d
 
 
 def test_data_check_on_parquet_with_options(parquet_dir, capsys):
-    assert main(["data", "check", str(parquet_dir), "--json", "--option", "caption_column=captions",
-                 "--option", "image_column=image", "--option", "split=train"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "check",
+                str(parquet_dir),
+                "--json",
+                "--option",
+                "caption_column=captions",
+                "--option",
+                "image_column=image",
+                "--option",
+                "split=train",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["format"] == "parquet" and report["shards"] == 2 and report["images_total"] == 12
     assert report["images_unreadable"] == 0 and report["captions"] == 60 and report["splits"]["train"] == 12
@@ -75,18 +93,74 @@ def test_extract_train_evaluate(source, preset, request, tmp_path, capsys):
     options = ["--option", "caption_column=captions"] if source == "parquet_dir" else []
     features = tmp_path / "features"
     if preset == "tiny-clipcap-mlp":
-        assert main(["features", "extract", "--dataset", dataset, *options, "--encoder", "clip:captionkit:tiny-clip",
-                     "--out", str(features), "--workers", "0", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "features",
+                    "extract",
+                    "--dataset",
+                    dataset,
+                    *options,
+                    "--encoder",
+                    "clip:captionkit:tiny-clip",
+                    "--out",
+                    str(features),
+                    "--workers",
+                    "0",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         assert len(FeatureCache.open(features)) == 12
     run = tmp_path / "run"
-    assert main(["train", "--preset", preset, "--dataset", dataset, *options, "--out", str(run),
-                 "--features", str(features), "--set", "train.max_steps=2", "--set", "train.batch_size=4",
-                 "--set", "eval.max_images=2", "--set", "eval.decoding={max_new_tokens: 4}"]) == 0, \
-        capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                preset,
+                "--dataset",
+                dataset,
+                *options,
+                "--out",
+                str(run),
+                "--features",
+                str(features),
+                "--set",
+                "train.max_steps=2",
+                "--set",
+                "train.batch_size=4",
+                "--set",
+                "eval.max_images=2",
+                "--set",
+                "eval.decoding={max_new_tokens: 4}",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     resolved = json.loads((run / "resolved_config.json").read_text())
     assert resolved["dataset_options"] == ({"caption_column": "captions"} if options else {})
-    assert main(["evaluate", str(run / "model"), "--dataset", dataset, *options, "--split", "dev",
-                 "--metrics", "bleu", "--tokenizer", "python", "--max-new-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run / "model"),
+                "--dataset",
+                dataset,
+                *options,
+                "--split",
+                "dev",
+                "--metrics",
+                "bleu",
+                "--tokenizer",
+                "python",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     predictions = json.loads((run / "eval" / "dev" / "predictions.json").read_text())
     dev = load_dataset(dataset, **({"caption_column": "captions"} if options else {})).split("dev")
     assert sorted(p["image_id"] for p in predictions) == sorted(r.image_id for r in dev)

@@ -1,20 +1,25 @@
 """Server fixtures: a tiny ClipCap and a tiny Show-Attend-Tell model directory, an app over both, test images; a
 tiny ClipCap whose CLIP can rerank."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from serve_helpers import make_client
 
 import captionkit
 from captionkit.config import from_dict
 from captionkit.models.model_dir import save_model_dir
 from captionkit.registry import get_model_class, get_preset
-from serve_helpers import make_client
 
-CAPTIONS = ["a red circle above a blue square .", "two green stars on a white background .",
-            "a blue square and a red circle .", "one yellow cross ."] * 3
+CAPTIONS = [
+    "a red circle above a blue square .",
+    "two green stars on a white background .",
+    "a blue square and a red circle .",
+    "one yellow cross .",
+] * 3
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +37,10 @@ def sat_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def captioners(tiny_model_dir, sat_model_dir):
     """Both models loaded once; min_new_tokens keeps a random model from answering with an empty caption."""
-    return {"clipcap": captionkit.load(str(tiny_model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3),
-            "sat": captionkit.load(str(sat_model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3)}
+    return {
+        "clipcap": captionkit.load(str(tiny_model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3),
+        "sat": captionkit.load(str(sat_model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3),
+    }
 
 
 @pytest.fixture()
@@ -51,7 +58,10 @@ def rerank_captioners(clip_dir, captioners, tmp_path_factory):
 
     torch.manual_seed(0)
     model, tokenizer = build_model_and_tokenizer(get_preset("tiny-clipcap-mlp")["model"], CAPTIONS)
-    model_dir = save_model_dir(tmp_path_factory.mktemp("clipcap-rerank") / "model", model, tokenizer,
-                               f"clip:{clip_dir}")
-    return {"clipcap": captionkit.load(str(model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3),
-            "sat": captioners["sat"]}
+    model_dir = save_model_dir(
+        tmp_path_factory.mktemp("clipcap-rerank") / "model", model, tokenizer, f"clip:{clip_dir}"
+    )
+    return {
+        "clipcap": captionkit.load(str(model_dir), device="cpu", max_new_tokens=6, min_new_tokens=3),
+        "sat": captioners["sat"],
+    }

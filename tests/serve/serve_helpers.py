@@ -1,4 +1,5 @@
 """Helpers of tests/serve: a TestClient over create_app, small encoded test images."""
+
 from __future__ import annotations
 
 import io

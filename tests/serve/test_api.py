@@ -1,4 +1,5 @@
 """The HTTP API in-process: every route, every error status, and that errors never leak into other requests."""
+
 from __future__ import annotations
 
 import base64
@@ -7,9 +8,9 @@ import threading
 import zlib
 
 import pytest
+from serve_helpers import image_bytes, make_client
 
 from captionkit.serve import models as serve_models
-from serve_helpers import image_bytes, make_client
 
 RED, BLUE = image_bytes((200, 30, 30)), image_bytes((20, 40, 220), size=(40, 70), fmt="JPEG")
 
@@ -47,24 +48,35 @@ def test_healthz_and_models(client, captioners):
 
 
 def test_captions_match_the_python_api_in_upload_order(client, captioners):
-    from PIL import Image
     import io
 
-    response = client.post("/v1/captions", files=files(("red.png", RED), ("blue.jpg", BLUE)),
-                           data={"num_beams": "2", "max_new_tokens": "5"})
+    from PIL import Image
+
+    response = client.post(
+        "/v1/captions",
+        files=files(("red.png", RED), ("blue.jpg", BLUE)),
+        data={"num_beams": "2", "max_new_tokens": "5"},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = captioners["clipcap"].caption([Image.open(io.BytesIO(RED)), Image.open(io.BytesIO(BLUE))],
-                                             num_beams=2, max_new_tokens=5)
-    assert [(c["image"], c["model"], c["caption"]) for c in body["captions"]] == \
-        [("red.png", "clipcap", expected[0]), ("blue.jpg", "clipcap", expected[1])]
+    expected = captioners["clipcap"].caption(
+        [Image.open(io.BytesIO(RED)), Image.open(io.BytesIO(BLUE))], num_beams=2, max_new_tokens=5
+    )
+    assert [(c["image"], c["model"], c["caption"]) for c in body["captions"]] == [
+        ("red.png", "clipcap", expected[0]),
+        ("blue.jpg", "clipcap", expected[1]),
+    ]
     assert body["timing_ms"]["total"] >= body["timing_ms"]["models"]["clipcap"] > 0
 
 
 def test_model_all_gives_one_entry_per_image_and_model(client):
     body = client.post("/v1/captions", files=files(("a.png", RED), ("b.jpg", BLUE)), data={"model": "all"}).json()
-    assert [(c["image"], c["model"]) for c in body["captions"]] == \
-        [("a.png", "clipcap"), ("a.png", "sat"), ("b.jpg", "clipcap"), ("b.jpg", "sat")]
+    assert [(c["image"], c["model"]) for c in body["captions"]] == [
+        ("a.png", "clipcap"),
+        ("a.png", "sat"),
+        ("b.jpg", "clipcap"),
+        ("b.jpg", "sat"),
+    ]
     assert set(body["timing_ms"]["models"]) == {"clipcap", "sat"}
     named = client.post("/v1/captions", files=files(("a.png", RED)), data={"model": "sat"}).json()
     assert named["captions"][0]["caption"] == body["captions"][1]["caption"]
@@ -73,8 +85,9 @@ def test_model_all_gives_one_entry_per_image_and_model(client):
 def test_json_base64_input_equals_multipart(client):
     multipart = client.post("/v1/captions", files=files(("a.png", RED)), data={"model": "all"}).json()["captions"]
     encoded = base64.b64encode(RED).decode()
-    as_json = client.post("/v1/captions", json={"images": [encoded, "data:image/png;base64," + encoded],
-                                                "model": "all", "num_beams": 1}).json()["captions"]
+    as_json = client.post(
+        "/v1/captions", json={"images": [encoded, "data:image/png;base64," + encoded], "model": "all", "num_beams": 1}
+    ).json()["captions"]
     assert [c["image"] for c in as_json] == ["images[0]", "images[0]", "images[1]", "images[1]"]
     assert [c["caption"] for c in as_json] == [c["caption"] for c in multipart] * 2
 
@@ -85,24 +98,28 @@ def test_400_corrupt_image_names_the_upload(client):
     assert error["code"] == "bad_image" and error["message"].startswith("half.png:")
     error = error_of(client.post("/v1/captions", json={"images": ["not base64!"]}), 400)
     assert error["code"] == "bad_base64" and "images[0]" in error["message"]
-    assert error_of(client.post("/v1/captions", content=b"{", headers={"content-type": "application/json"}),
-                    400)["code"] == "bad_json"
+    assert (
+        error_of(client.post("/v1/captions", content=b"{", headers={"content-type": "application/json"}), 400)["code"]
+        == "bad_json"
+    )
 
 
 def test_401_without_the_api_key(captioners):
     with make_client(captioners, api_key="s3cret") as c:
         assert c.app.state.pool.wait(60)
         assert error_of(c.get("/v1/models"), 401)["message"].startswith("missing API key")
-        assert error_of(c.post("/v1/captions", files=files(("a.png", RED)), headers={"X-API-Key": "nope"}),
-                        401)["message"].startswith("wrong API key")
+        assert error_of(c.post("/v1/captions", files=files(("a.png", RED)), headers={"X-API-Key": "nope"}), 401)[
+            "message"
+        ].startswith("wrong API key")
         assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.post("/v1/captions", files=files(("a.png", RED)), headers={"X-API-Key": "s3cret"}).status_code == 200
         assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200  # open: no data there
 
 
 def test_403_cross_origin_unless_allowed(client, captioners):
-    error = error_of(client.post("/v1/captions", files=files(("a.png", RED)),
-                                 headers={"Origin": "https://evil.example"}), 403)
+    error = error_of(
+        client.post("/v1/captions", files=files(("a.png", RED)), headers={"Origin": "https://evil.example"}), 403
+    )
     assert error["code"] == "cross_origin_refused"
     same = client.get("/v1/models", headers={"Origin": "http://127.0.0.1:8000"})  # the page's own origin
     assert same.status_code == 200
@@ -147,18 +164,21 @@ def test_415_not_an_image_or_not_a_supported_body(client):
     assert error["code"] == "unsupported_media_type"
 
 
-@pytest.mark.parametrize("fields, needle", [
-    ({"num_beams": "two"}, "num_beams: expected an integer"),
-    ({"num_beams": "0"}, "num_beams must be >= 1"),  # DecodingConfig's own check, as for `captionkit caption`
-    ({"num_beams": "9"}, "over this server's limit of 8"),
-    ({"max_new_tokens": "2"}, "min_new_tokens must be in [0, max_new_tokens]"),
-    ({"do_sample": "true", "num_beams": "2"}, "do_sample works with num_beams=1 only"),
-    ({"top_p": "nan"}, "top_p: expected a finite number"),
-    ({"beam_scoring": "best"}, "beam_scoring must be one of"),
-    ({"seed": str(2**64)}, "seed: expected a 64-bit integer"),
-    ({"do_sample": "1", "temperature": "1e-300"}, "temperature: 1e-300 is below 0.01"),
-    ({"colour": "red"}, "unknown field(s) ['colour']"),
-])
+@pytest.mark.parametrize(
+    "fields, needle",
+    [
+        ({"num_beams": "two"}, "num_beams: expected an integer"),
+        ({"num_beams": "0"}, "num_beams must be >= 1"),  # DecodingConfig's own check, as for `captionkit caption`
+        ({"num_beams": "9"}, "over this server's limit of 8"),
+        ({"max_new_tokens": "2"}, "min_new_tokens must be in [0, max_new_tokens]"),
+        ({"do_sample": "true", "num_beams": "2"}, "do_sample works with num_beams=1 only"),
+        ({"top_p": "nan"}, "top_p: expected a finite number"),
+        ({"beam_scoring": "best"}, "beam_scoring must be one of"),
+        ({"seed": str(2**64)}, "seed: expected a 64-bit integer"),
+        ({"do_sample": "1", "temperature": "1e-300"}, "temperature: 1e-300 is below 0.01"),
+        ({"colour": "red"}, "unknown field(s) ['colour']"),
+    ],
+)
 def test_422_bad_decoding_options(client, fields, needle):
     error = error_of(client.post("/v1/captions", files=files(("a.png", RED)), data=fields), 422)
     assert needle in error["message"]
@@ -166,10 +186,14 @@ def test_422_bad_decoding_options(client, fields, needle):
 
 def test_422_json_types_are_strict_and_an_image_is_required(client):
     image = base64.b64encode(RED).decode()
-    assert "num_beams: expected an integer" in error_of(
-        client.post("/v1/captions", json={"images": [image], "num_beams": "2"}), 422)["message"]
-    assert "model: expected a model name" in error_of(
-        client.post("/v1/captions", json={"images": [image], "model": 3}), 422)["message"]
+    assert (
+        "num_beams: expected an integer"
+        in error_of(client.post("/v1/captions", json={"images": [image], "num_beams": "2"}), 422)["message"]
+    )
+    assert (
+        "model: expected a model name"
+        in error_of(client.post("/v1/captions", json={"images": [image], "model": 3}), 422)["message"]
+    )
     assert error_of(client.post("/v1/captions", json={"images": []}), 422)["code"] == "no_image"
     assert error_of(client.post("/v1/captions", data={"model": "sat"}, files=files()), 415)  # no body parts at all
 
@@ -206,12 +230,16 @@ def test_503_when_the_queue_is_full_and_others_still_served(captioners, monkeypa
     with make_client(captioners, max_queue=2, max_batch=1, batch_wait_ms=0) as c:
         assert c.app.state.pool.wait(60)
         results = {}
-        first = threading.Thread(target=lambda: results.setdefault("first", c.post(
-            "/v1/captions", files=files(("a.png", RED)))))
+        first = threading.Thread(
+            target=lambda: results.setdefault("first", c.post("/v1/captions", files=files(("a.png", RED))))
+        )
         first.start()
         assert entered.wait(30)  # the worker is busy with the first image
-        queued = threading.Thread(target=lambda: results.setdefault("queued", c.post(
-            "/v1/captions", files=files(("b.png", RED), ("c.png", RED)))))
+        queued = threading.Thread(
+            target=lambda: results.setdefault(
+                "queued", c.post("/v1/captions", files=files(("b.png", RED), ("c.png", RED)))
+            )
+        )
         queued.start()
         while c.app.state.pool.models["clipcap"].worker._pending.__len__() < 2:
             threading.Event().wait(0.01)
@@ -225,8 +253,9 @@ def test_503_when_the_queue_is_full_and_others_still_served(captioners, monkeypa
 
 
 def test_attention_png_and_json(client):
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     response = client.post("/v1/attention", files=files(("a.png", RED)), data={"model": "sat"})
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
@@ -237,6 +266,7 @@ def test_attention_png_and_json(client):
     assert all(len(row) == 49 and abs(sum(row) - 1) < 1e-4 for row in data["weights"])
     assert data["crop"] == [8, 0, 48]  # the whole 48 px square: the tiny encoder resizes to its crop size
     from captionkit.attention_maps import attention_map_size
+
     assert figure.size == attention_map_size(len(data["words"]))
     caption = client.post("/v1/captions", files=files(("a.png", RED)), data={"model": "sat"}).json()
     # the same decode: the words joined are the caption (a special token the caption drops shows as "<id N>")
@@ -246,8 +276,9 @@ def test_attention_png_and_json(client):
 def test_attention_errors(client):
     error = error_of(client.post("/v1/attention", files=files(("a.png", RED)), data={"model": "clipcap"}), 422)
     assert error["code"] == "no_attention" and "show-attend-tell" in error["message"]
-    assert error_of(client.post("/v1/attention", files=files(("a.png", RED), ("b.png", RED))), 422)["code"] == \
-        "one_image"
+    assert (
+        error_of(client.post("/v1/attention", files=files(("a.png", RED), ("b.png", RED))), 422)["code"] == "one_image"
+    )
     assert error_of(client.post("/v1/attention?format=gif", files=files(("a.png", RED))), 422)
     assert error_of(client.post("/v1/attention", files=files(("x.png", b"junk"))), 415)
 
@@ -273,6 +304,5 @@ def test_413_a_streamed_body_is_cut_off_at_the_limit(captioners):
 
     with make_client(captioners, max_upload_mb=0.01) as c:  # 10 kB
         assert c.app.state.pool.wait(60)
-        response = c.post("/v1/captions", content=chunks(),
-                          headers={"content-type": "multipart/form-data; boundary=b"})
+        response = c.post("/v1/captions", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
     assert error_of(response, 413)["code"] == "too_large"

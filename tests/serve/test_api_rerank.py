@@ -1,5 +1,6 @@
 """CLIP reranking over HTTP: the fields of `captionkit caption --rerank`, the captions Captioner.caption gives, and
 a 422 for every bad value (a VGG-family model without a CLIP, a CLIP the server does not offer)."""
+
 from __future__ import annotations
 
 import base64
@@ -8,9 +9,9 @@ import time
 
 import pytest
 from PIL import Image
+from serve_helpers import image_bytes, make_client
 
 from captionkit import rerank as rerank_module
-from serve_helpers import image_bytes, make_client
 
 RED, GREEN = image_bytes((200, 30, 30)), image_bytes((30, 200, 30), size=(40, 70), fmt="JPEG")
 
@@ -39,10 +40,14 @@ def test_a_reranked_request_gets_the_python_apis_caption(client, rerank_captione
     captioner = rerank_captioners["clipcap"]
     chosen = []  # the server must rerank through captionkit.rerank, not decode plainly
     real_choose = rerank_module.ClipReranker.choose
-    monkeypatch.setattr(rerank_module.ClipReranker, "choose",
-                        lambda self, *args: chosen.append(self.config) or real_choose(self, *args))
-    response = client.post("/v1/captions", files=files(("red.png", RED), ("green.jpg", GREEN)),
-                           data={"rerank": "clip", "rerank_weight": "1", "rerank_candidates": "4"})
+    monkeypatch.setattr(
+        rerank_module.ClipReranker, "choose", lambda self, *args: chosen.append(self.config) or real_choose(self, *args)
+    )
+    response = client.post(
+        "/v1/captions",
+        files=files(("red.png", RED), ("green.jpg", GREEN)),
+        data={"rerank": "clip", "rerank_weight": "1", "rerank_candidates": "4"},
+    )
     assert response.status_code == 200, response.text
     assert [c["image"] for c in response.json()["captions"]] == ["red.png", "green.jpg"]
     assert chosen and chosen[0].weight == 1.0 and chosen[0].candidates == 4
@@ -50,41 +55,57 @@ def test_a_reranked_request_gets_the_python_apis_caption(client, rerank_captione
     expected = captioner.caption([pil(RED), pil(GREEN)], rerank="clip", rerank_weight=1.0, rerank_candidates=4)
     assert [c["caption"] for c in response.json()["captions"]] == expected
     # JSON, with a decoding option beside the reranking ones
-    body = {"images": [base64.b64encode(RED).decode()], "rerank": "clip", "rerank_weight": 0.3,
-            "rerank_candidates": 3, "max_new_tokens": 4}
+    body = {
+        "images": [base64.b64encode(RED).decode()],
+        "rerank": "clip",
+        "rerank_weight": 0.3,
+        "rerank_candidates": 3,
+        "max_new_tokens": 4,
+    }
     response = client.post("/v1/captions", json=body)
     assert response.status_code == 200, response.text
     assert [c["caption"] for c in response.json()["captions"]] == captioner.caption(
-        pil(RED), rerank="clip", rerank_weight=0.3, rerank_candidates=3, max_new_tokens=4)
+        pil(RED), rerank="clip", rerank_weight=0.3, rerank_candidates=3, max_new_tokens=4
+    )
 
 
 def test_a_vgg_family_model_reranks_only_with_a_clip_the_server_offers(client, rerank_captioners, clip_dir):
-    message = error_message(client.post("/v1/captions", files=files(("red.png", RED)),
-                                        data={"model": "sat", "rerank": "clip"}))
+    message = error_message(
+        client.post("/v1/captions", files=files(("red.png", RED)), data={"model": "sat", "rerank": "clip"})
+    )
     assert message.startswith("model 'sat': CLIP reranking needs a CLIP with a text tower")
     assert "rerank_clip" in message
     # with model=all the ClipCap could rerank, the Show-Attend-Tell model cannot: the request is refused whole
-    assert "model 'sat'" in error_message(client.post("/v1/captions", files=files(("red.png", RED)),
-                                                      data={"model": "all", "rerank": "clip"}))
+    assert "model 'sat'" in error_message(
+        client.post("/v1/captions", files=files(("red.png", RED)), data={"model": "all", "rerank": "clip"})
+    )
     spec = f"clip:{clip_dir}"
-    response = client.post("/v1/captions", files=files(("red.png", RED)),
-                           data={"model": "sat", "rerank": "clip", "rerank_clip": spec, "rerank_candidates": "3"})
+    response = client.post(
+        "/v1/captions",
+        files=files(("red.png", RED)),
+        data={"model": "sat", "rerank": "clip", "rerank_clip": spec, "rerank_candidates": "3"},
+    )
     assert response.status_code == 200, response.text
-    assert response.json()["captions"][0]["caption"] == rerank_captioners["sat"].caption(
-        pil(RED), rerank="clip", rerank_clip=spec, rerank_candidates=3)[0]
+    assert (
+        response.json()["captions"][0]["caption"]
+        == rerank_captioners["sat"].caption(pil(RED), rerank="clip", rerank_clip=spec, rerank_candidates=3)[0]
+    )
 
 
-@pytest.mark.parametrize("fields, expected", [
-    ({"rerank": "bleu"}, "rerank='bleu'; valid: clip"),
-    ({"rerank": "clip", "rerank_weight": "1.5"}, "rerank weight must be in [0, 1], got 1.5"),
-    ({"rerank": "clip", "rerank_weight": "-0.1"}, "rerank weight must be in [0, 1]"),
-    ({"rerank": "clip", "rerank_weight": "nan"}, "rerank_weight: expected a finite number"),
-    ({"rerank": "clip", "rerank_candidates": "0"}, "rerank candidates must be >= 1, got 0"),
-    ({"rerank": "clip", "rerank_candidates": "6"}, "rerank_candidates: 6 is over this server's limit of 5"),
-    ({"rerank": "clip", "rerank_candidates": "two"}, "rerank_candidates: expected an integer"),
-    ({"rerank_weight": "0.5"}, "rerank_weight given without rerank='clip'"),
-    ({"rerank": "clip", "rerank_clip": "clip:/etc"}, "rerank_clip: 'clip:/etc' is not a CLIP this server reranks"),
-])
+@pytest.mark.parametrize(
+    "fields, expected",
+    [
+        ({"rerank": "bleu"}, "rerank='bleu'; valid: clip"),
+        ({"rerank": "clip", "rerank_weight": "1.5"}, "rerank weight must be in [0, 1], got 1.5"),
+        ({"rerank": "clip", "rerank_weight": "-0.1"}, "rerank weight must be in [0, 1]"),
+        ({"rerank": "clip", "rerank_weight": "nan"}, "rerank_weight: expected a finite number"),
+        ({"rerank": "clip", "rerank_candidates": "0"}, "rerank candidates must be >= 1, got 0"),
+        ({"rerank": "clip", "rerank_candidates": "6"}, "rerank_candidates: 6 is over this server's limit of 5"),
+        ({"rerank": "clip", "rerank_candidates": "two"}, "rerank_candidates: expected an integer"),
+        ({"rerank_weight": "0.5"}, "rerank_weight given without rerank='clip'"),
+        ({"rerank": "clip", "rerank_clip": "clip:/etc"}, "rerank_clip: 'clip:/etc' is not a CLIP this server reranks"),
+    ],
+)
 def test_bad_rerank_values_are_422(client, fields, expected):
     message = error_message(client.post("/v1/captions", files=files(("red.png", RED)), data=fields))
     assert expected in message
@@ -93,9 +114,11 @@ def test_bad_rerank_values_are_422(client, fields, expected):
 def test_rerank_json_types_and_the_attention_route(client):
     image = base64.b64encode(RED).decode()
     assert "rerank_candidates: expected an integer" in error_message(
-        client.post("/v1/captions", json={"images": [image], "rerank": "clip", "rerank_candidates": "3"}))
+        client.post("/v1/captions", json={"images": [image], "rerank": "clip", "rerank_candidates": "3"})
+    )
     assert "rerank: expected a string" in error_message(
-        client.post("/v1/captions", json={"images": [image], "rerank": True}))
+        client.post("/v1/captions", json={"images": [image], "rerank": True})
+    )
     # attention maps come from one decoded caption: reranking is not one of its fields
     response = client.post("/v1/attention", files=files(("red.png", RED)), data={"rerank": "clip"})
     assert response.status_code == 422 and response.json()["error"]["code"] == "unknown_field"
@@ -104,8 +127,13 @@ def test_rerank_json_types_and_the_attention_route(client):
 def test_a_server_without_offered_clips_refuses_any_rerank_clip(rerank_captioners, clip_dir):
     with make_client(rerank_captioners) as c:
         assert c.app.state.pool.wait(60)
-        message = error_message(c.post("/v1/captions", files=files(("red.png", RED)),
-                                       data={"rerank": "clip", "rerank_clip": f"clip:{clip_dir}"}))
+        message = error_message(
+            c.post(
+                "/v1/captions",
+                files=files(("red.png", RED)),
+                data={"rerank": "clip", "rerank_clip": f"clip:{clip_dir}"},
+            )
+        )
         assert "it offers none" in message  # a client never makes the server load a model
 
 

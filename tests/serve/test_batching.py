@@ -1,4 +1,5 @@
 """Micro-batching: concurrent requests share one encoder pass, options split decodes, a bad image fails alone."""
+
 from __future__ import annotations
 
 import io
@@ -6,7 +7,6 @@ import threading
 from contextlib import contextmanager
 
 from PIL import Image
-
 from serve_helpers import image_bytes, make_client
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
@@ -81,9 +81,14 @@ def test_requests_with_different_options_share_the_encoder_but_decode_apart(capt
     generates = spy(monkeypatch, captioner, "generate")
     images = [image_bytes(c) for c in COLOURS]
     with batched(captioners) as client:
-        responses = post_together(client, [upload("a.png", images[0], num_beams="2"),
-                                           upload("b.png", images[1]),
-                                           upload("c.png", images[2], num_beams="2")])
+        responses = post_together(
+            client,
+            [
+                upload("a.png", images[0], num_beams="2"),
+                upload("b.png", images[1]),
+                upload("c.png", images[2], num_beams="2"),
+            ],
+        )
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert [size for size, _ in encodes] == [3]
     assert sorted((size, kw["num_beams"]) for size, kw in generates) == [(1, 1), (2, 2)]
@@ -98,9 +103,14 @@ def test_an_image_that_breaks_the_encoder_fails_alone(captioners, monkeypatch):
 
     encodes = spy(monkeypatch, captioners["clipcap"], "encode", before=refuse_odd)
     with batched(captioners) as client:
-        responses = post_together(client, [upload("a.png", image_bytes(COLOURS[0])),
-                                           upload("odd.png", image_bytes(size=(13, 13))),
-                                           upload("c.png", image_bytes(COLOURS[2]))])
+        responses = post_together(
+            client,
+            [
+                upload("a.png", image_bytes(COLOURS[0])),
+                upload("odd.png", image_bytes(size=(13, 13))),
+                upload("c.png", image_bytes(COLOURS[2])),
+            ],
+        )
         assert client.get("/healthz").status_code == 200  # the worker and the server carry on
         three = [("image", (f"{i}.png", image_bytes(c), "image/png")) for i, c in enumerate(COLOURS)]
         assert client.post("/v1/captions", files=three).status_code == 200  # a full batch of its own
@@ -124,10 +134,16 @@ def test_requests_with_different_rerank_settings_are_batched_apart(rerank_captio
     three decodes, and each gets the caption Captioner.caption gives it alone."""
     captioner = rerank_captioners["clipcap"]
     images = [image_bytes(c) for c in COLOURS]
-    settings = [{"rerank": "clip", "rerank_weight": "1", "rerank_candidates": "4"}, {},
-                {"rerank": "clip", "rerank_weight": "0", "rerank_candidates": "2"}]
-    keywords = [{"rerank": "clip", "rerank_weight": 1.0, "rerank_candidates": 4}, {},
-                {"rerank": "clip", "rerank_weight": 0.0, "rerank_candidates": 2}]
+    settings = [
+        {"rerank": "clip", "rerank_weight": "1", "rerank_candidates": "4"},
+        {},
+        {"rerank": "clip", "rerank_weight": "0", "rerank_candidates": "2"},
+    ]
+    keywords = [
+        {"rerank": "clip", "rerank_weight": 1.0, "rerank_candidates": 4},
+        {},
+        {"rerank": "clip", "rerank_weight": 0.0, "rerank_candidates": 2},
+    ]
     expected = [captioner.caption(Image.open(io.BytesIO(data)), **kw)[0] for data, kw in zip(images, keywords)]
     with batched(rerank_captioners) as client:
         # a first reranked request (a full batch) loads the model's reranker, so the three below queue only images
@@ -135,8 +151,9 @@ def test_requests_with_different_rerank_settings_are_batched_apart(rerank_captio
         assert client.post("/v1/captions", files=warm, data={"model": "clipcap", "rerank": "clip"}).status_code == 200
         encodes = spy(monkeypatch, captioner, "encode")
         decodes = spy(monkeypatch, captioner, "caption_ids")
-        responses = post_together(client, [upload(f"{i}.png", data, **fields)
-                                           for i, (data, fields) in enumerate(zip(images, settings))])
+        responses = post_together(
+            client, [upload(f"{i}.png", data, **fields) for i, (data, fields) in enumerate(zip(images, settings))]
+        )
     assert [r.status_code for r in responses] == [200, 200, 200]
     assert [size for size, _ in encodes] == [3]
     reranks = [(size, kw["rerank"] and (kw["rerank"].weight, kw["rerank"].candidates)) for size, kw in decodes]

@@ -1,15 +1,19 @@
 """The OpenAPI schema matches the behaviour: schemathesis sends schema-made requests (bounded) and checks answers."""
+
 from __future__ import annotations
 
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import (content_type_conformance, not_a_server_error,  # noqa: E402
-                                 response_schema_conformance, status_code_conformance)
-
 import base64  # noqa: E402
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import (  # noqa: E402
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from serve_helpers import image_bytes, make_client  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -54,13 +58,19 @@ def test_api_conforms_to_its_schema(app):
     assert len(tried) == 5
     # generated images are random bytes; real ones must get a 200 that matches the declared response too
     png, key = image_bytes(), {"Authorization": "Bearer k"}
-    good = [("/v1/captions", "application/json", {"images": [base64.b64encode(png).decode()], "num_beams": 2}),
-            ("/v1/captions", "multipart/form-data", {"image": [png], "model": "all", "num_beams": "2"}),
-            ("/v1/attention", "multipart/form-data", {"image": [png], "model": "sat"})]
+    good = [
+        ("/v1/captions", "application/json", {"images": [base64.b64encode(png).decode()], "num_beams": 2}),
+        ("/v1/captions", "multipart/form-data", {"image": [png], "model": "all", "num_beams": "2"}),
+        ("/v1/attention", "multipart/form-data", {"image": [png], "model": "sat"}),
+    ]
     for path, media_type, body in good:
         case = schema[path]["POST"].Case(media_type=media_type, body=body, headers=key)
         response = case.call_and_validate(checks=CHECKS)
         assert response.status_code == 200, response.text
-    case = schema["/v1/attention"]["POST"].Case(media_type="application/json", query={"format": "json"},
-                                                 body={"images": [base64.b64encode(png).decode()]}, headers=key)
+    case = schema["/v1/attention"]["POST"].Case(
+        media_type="application/json",
+        query={"format": "json"},
+        body={"images": [base64.b64encode(png).decode()]},
+        headers=key,
+    )
     assert case.call_and_validate(checks=CHECKS).json()["model"] == "sat"

@@ -1,4 +1,5 @@
 """The page in headless Chromium against a real server: captions from two models, attention, an error shown."""
+
 from __future__ import annotations
 
 import socket
@@ -10,7 +11,6 @@ import pytest
 
 from captionkit.data.synthetic import write_synthetic_dataset
 from captionkit.serve import ServeSettings, create_app
-
 
 
 @pytest.fixture()
@@ -53,8 +53,9 @@ def test_page_captions_two_models_shows_attention_and_errors(browser, server_url
     rows = page.locator(".card tbody tr")
     rows.nth(1).wait_for()
     assert [rows.nth(i).get_attribute("data-model") for i in range(rows.count())] == ["clipcap", "sat"]
-    api = httpx.post(server_url + "/v1/captions", files={"image": (photo.name, photo.read_bytes())},
-                     data={"model": "all"}).json()["captions"]
+    api = httpx.post(
+        server_url + "/v1/captions", files={"image": (photo.name, photo.read_bytes())}, data={"model": "all"}
+    ).json()["captions"]
     for i in range(2):  # what the page shows is what the API says (random tiny models: any text, maybe empty)
         assert rows.nth(i).locator("td.caption").inner_text().startswith(api[i]["caption"])
         assert rows.nth(i).locator("td.latency").inner_text().endswith(" ms")
@@ -69,9 +70,11 @@ def test_page_captions_two_models_shows_attention_and_errors(browser, server_url
     assert words.count() >= 3 and toggle.get_attribute("aria-pressed") == "true"
     words.nth(1).click()
     assert words.nth(1).get_attribute("aria-pressed") == "true"
-    heat = page.evaluate("() => { const c = document.querySelector('canvas.heat');"
-                         " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                         " let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s / (d.length / 4); }")
+    heat = page.evaluate(
+        "() => { const c = document.querySelector('canvas.heat');"
+        " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        " let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i]; return s / (d.length / 4); }"
+    )
     assert heat > 0  # something was drawn
     page.screenshot(path=str(tmp_path / "serve-page-attention.png"), full_page=True)
 

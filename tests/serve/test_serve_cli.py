@@ -1,4 +1,5 @@
 """`captionkit serve` arguments: model names, and no exposure beyond this machine without an API key."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,10 @@ def test_loopback_hosts_need_no_key(host):
 
 def test_models_are_named_by_directory_or_name_equals_dir(tiny_model_dir, tmp_path):
     assert parse_model_specs([str(tiny_model_dir)]) == {"model": tiny_model_dir}
-    assert parse_model_specs([f"small={tiny_model_dir}", f"other={tiny_model_dir}"]) == \
-        {"small": tiny_model_dir, "other": tiny_model_dir}
+    assert parse_model_specs([f"small={tiny_model_dir}", f"other={tiny_model_dir}"]) == {
+        "small": tiny_model_dir,
+        "other": tiny_model_dir,
+    }
     with pytest.raises(ConfigError, match="two models are named 'model'; name them with NAME=DIR"):
         parse_model_specs([str(tiny_model_dir), str(tiny_model_dir)])
     with pytest.raises(ConfigError, match="must be letters.*not 'all'"):

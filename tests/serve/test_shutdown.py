@@ -1,4 +1,5 @@
 """A real `captionkit serve` process on 127.0.0.1: SIGTERM lets the request being decoded finish, then exits."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from serve_helpers import image_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,17 +53,26 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120) 
 def test_sigterm_drains_in_flight_requests(tmp_path, tiny_model_dir):
     port, marker = free_port(), tmp_path / "decoding-started"
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(marker), "serve", f"tiny={tiny_model_dir}",
-                                "--port", str(port)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SERVER, str(marker), "serve", f"tiny={tiny_model_dir}", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, process)
         result = {}
 
         def caption() -> None:
-            result["response"] = httpx.post(url + "/v1/captions", files={"image": ("a.png", image_bytes())},
-                                             data={"max_new_tokens": "4"}, timeout=60)
+            result["response"] = httpx.post(
+                url + "/v1/captions",
+                files={"image": ("a.png", image_bytes())},
+                data={"max_new_tokens": "4"},
+                timeout=60,
+            )
 
         client = threading.Thread(target=caption)
         client.start()

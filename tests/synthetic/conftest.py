@@ -1,4 +1,5 @@
 """A small synthetic dataset shared by the synthetic-data tests (written once per session: ~0.5 s)."""
+
 from pathlib import Path
 
 import pytest

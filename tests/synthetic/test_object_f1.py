@@ -1,4 +1,5 @@
 """The caption grammar and object_f1: references score 1, wrong shapes and blind captions score low."""
+
 import json
 import re
 from collections import Counter
@@ -12,22 +13,35 @@ from captionkit.evaluation.object_f1 import load_scenes, object_f1, parse_object
 
 
 def scene_of(*objects: tuple[str, str, int]) -> dict:
-    return {"background": {"colour": "grey", "texture": "plain"}, "relations": [],
-            "objects": [{"colour": c, "shape": s, "size": "large"} for c, s, n in objects for _ in range(n)]}
+    return {
+        "background": {"colour": "grey", "texture": "plain"},
+        "relations": [],
+        "objects": [{"colour": c, "shape": s, "size": "large"} for c, s, n in objects for _ in range(n)],
+    }
 
 
-@pytest.mark.parametrize("caption, expected", [
-    ("two red circles and a blue disc .", {("red", "circle"): 2, ("blue", "circle"): 1}),
-    ("there is a single large green block , an orange star and three little purple crosses on a grey background .",
-     {("green", "square"): 1, ("orange", "star"): 1, ("purple", "cross"): 3}),
-    ("one yellow triangle is to the left of two big blue squares .",
-     {("yellow", "triangle"): 1, ("blue", "square"): 2}),
-    ("five shapes against a white background , a pair of red stars and three red crosses .",
-     {("red", "star"): 2, ("red", "cross"): 3}),
-    ("red circles and a triangle", {("red", "circle"): 2, (None, "triangle"): 1}),  # no count: plural means 2
-    ("A Red Circle.", {("red", "circle"): 1}),
-    ("a grey background with nothing .", {}),
-])
+@pytest.mark.parametrize(
+    "caption, expected",
+    [
+        ("two red circles and a blue disc .", {("red", "circle"): 2, ("blue", "circle"): 1}),
+        (
+            "there is a single large green block , an orange star and three little purple crosses"
+            " on a grey background .",
+            {("green", "square"): 1, ("orange", "star"): 1, ("purple", "cross"): 3},
+        ),
+        (
+            "one yellow triangle is to the left of two big blue squares .",
+            {("yellow", "triangle"): 1, ("blue", "square"): 2},
+        ),
+        (
+            "five shapes against a white background , a pair of red stars and three red crosses .",
+            {("red", "star"): 2, ("red", "cross"): 3},
+        ),
+        ("red circles and a triangle", {("red", "circle"): 2, (None, "triangle"): 1}),  # no count: plural means 2
+        ("A Red Circle.", {("red", "circle"): 1}),
+        ("a grey background with nothing .", {}),
+    ],
+)
 def test_parse_objects(caption, expected):
     assert parse_objects(caption) == Counter(expected)
 
@@ -51,8 +65,8 @@ def test_relation_phrases_are_true(synth_dir, synth_captions):
             match = pattern.search(caption)
             if match is None:
                 continue
-            (subject,) = parse_objects(caption[:match.start()])
-            after = caption[match.end():].split(" , ")[0]
+            (subject,) = parse_objects(caption[: match.start()])
+            after = caption[match.end() :].split(" , ")[0]
             (obj,) = parse_objects(after)
             assert (subject, phrases[match.group(1)], obj) in relations, (name, caption)
             checked += 1
@@ -66,8 +80,11 @@ def test_captions_vary_like_human_captions(synth_captions):
     for synonyms in (("circle", "disc"), ("square", "block"), ("small", "little"), ("large", "big")):
         assert all(words[w] > 0 for w in synonyms), synonyms
     # object order varies: the first object named is not always the same one for multi-object images
-    first_named = [{next(iter(parse_objects(c))) for c in captions}
-                   for captions in synth_captions.values() if len(parse_objects(captions[0])) > 1]
+    first_named = [
+        {next(iter(parse_objects(c))) for c in captions}
+        for captions in synth_captions.values()
+        if len(parse_objects(captions[0])) > 1
+    ]
     assert np.mean([len(s) > 1 for s in first_named]) > 0.5
     assert 30 <= len(words) <= 120 and 6 <= np.mean([len(c.split()) for c in all_captions]) <= 20
 

@@ -1,4 +1,5 @@
 """The demo dataset writer: Flickr8k layout, reproducibility, and scenes that match the pictures."""
+
 import hashlib
 import itertools
 from collections import Counter
@@ -16,8 +17,11 @@ from captionkit.evaluation.object_f1 import load_scenes
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_flickr8k_layout(synth_dir, synth_captions):
@@ -26,8 +30,9 @@ def test_flickr8k_layout(synth_dir, synth_captions):
     assert all(len(c) == 5 for c in synth_captions.values())
     for caption in itertools.chain(*synth_captions.values()):
         assert caption == caption.lower() and caption.endswith(" .") and "  " not in caption
-    splits = {s: (synth_dir / "Text" / f"Flickr_8k.{s}Images.txt").read_text().split()
-              for s in ("train", "dev", "test")}
+    splits = {
+        s: (synth_dir / "Text" / f"Flickr_8k.{s}Images.txt").read_text().split() for s in ("train", "dev", "test")
+    }
     assert sorted(itertools.chain(*splits.values())) == names  # every image in exactly one split
     assert {s: len(v) for s, v in splits.items()} == {"train": 160, "dev": 20, "test": 20}
     with Image.open(synth_dir / "Images" / names[0]) as image:
@@ -74,8 +79,15 @@ def test_refuses_a_directory_that_is_not_a_synthetic_dataset(tmp_path):
     assert token.read_text() == "1000268201_693b08cb0e.jpg#0\tA child .\n"
 
 
-@pytest.mark.parametrize("kwargs", [{"images": 0, "seed": 0}, {"images": 10**6, "seed": 0}, {"images": 2, "seed": -1},
-                                    {"images": 2, "seed": 0, "size": 16}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"images": 0, "seed": 0},
+        {"images": 10**6, "seed": 0},
+        {"images": 2, "seed": -1},
+        {"images": 2, "seed": 0, "size": 16},
+    ],
+)
 def test_bad_arguments_raise_config_error(tmp_path, kwargs):
     with pytest.raises(ConfigError):
         write_synthetic_dataset(tmp_path / "x", **kwargs)
@@ -116,7 +128,8 @@ def test_relations_match_positions(synth_dir):
             subj = [o for o in scene["objects"] if [o["colour"], o["shape"]] == rel["subject"]]
             obj = [o for o in scene["objects"] if [o["colour"], o["shape"]] == rel["object"]]
             axis, sign = {"left of": ("x", 1), "right of": ("x", -1), "above": ("y", 1), "below": ("y", -1)}[
-                rel["relation"]]
+                rel["relation"]
+            ]
             assert all(sign * (b[axis] - a[axis]) > 0.1 for a in subj for b in obj), rel
             checked += 1
     assert checked > 100
@@ -132,7 +145,7 @@ def test_pixels_show_the_scene(synth_dir):
 
         def patch(x: float, y: float) -> np.ndarray:  # mean RGB of the 3x3 pixels around (x, y) in [0, 1]
             px, py = int(x * pixels.shape[1]), int(y * pixels.shape[0])
-            return pixels[py - 1:py + 2, px - 1:px + 2].reshape(-1, 3).mean(0)
+            return pixels[py - 1 : py + 2, px - 1 : px + 2].reshape(-1, 3).mean(0)
 
         free = sorted(set(range(9)) - {o["row"] * 3 + o["col"] for o in scene["objects"]})[0]
         background = patch((free % 3 + 0.5) / 3, (free // 3 + 0.5) / 3)

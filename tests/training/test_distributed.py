@@ -1,19 +1,20 @@
 """`torchrun --nproc_per_node 2` on CPU trains ONE model: gradients are averaged across the two processes, so
 2 processes x batch 2 match 1 process x batch 4, and both processes end with bit-identical weights."""
+
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import HERE, subprocess_env
 from safetensors.torch import load_file
+from training_toy import toy_config
 
 from captionkit.config import from_dict
 from captionkit.training import RunConfig, train
 from captionkit.training.checkpoint import read_process_state
 from captionkit.training.logging import read_log
-from conftest import HERE, subprocess_env
-from training_toy import toy_config
 
 FINAL = "step-8"  # 16 pairs, global batch 4 -> 4 updates per epoch, 2 epochs
 
@@ -25,9 +26,24 @@ def test_two_processes_train_one_model_with_averaged_gradients(toy_dataset, tmp_
 
     config = tmp_path / "multi.json"
     config.write_text(json.dumps(toy_config(toy_dataset, multi, batch_size=2)))
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(HERE / "toy_cli.py"), "train", "--config", str(config)],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(HERE / "toy_cli.py"),
+            "train",
+            "--config",
+            str(config),
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
     start = [e for e in read_log(multi) if e["event"] == "start"]

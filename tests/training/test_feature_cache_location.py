@@ -1,4 +1,5 @@
 """The default feature cache of a training run is named by encoder, dataset and the encoder's local weight files."""
+
 import os
 
 from captionkit.training.data import feature_cache_dir

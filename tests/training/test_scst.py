@@ -1,5 +1,6 @@
 """Self-critical training and --init-from: the gradient's sign on a toy, the round trip of a model's weights into a
 new run, refusals of models that do not fit, and tiny end-to-end SCST runs for a ClipCap and an LSTM model."""
+
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_toy import toy_config
 
 from captionkit.cli import main
 from captionkit.data.records import Record
@@ -19,7 +21,6 @@ from captionkit.training.engine import build_model_and_tokenizer
 from captionkit.training.init_from import init_tokenizer, load_init_weights
 from captionkit.training.logging import read_log
 from captionkit.training.objectives import SelfCritical
-from training_toy import toy_config
 
 
 def toy_run(toy_dataset, out, init_from=None, **train):
@@ -46,8 +47,10 @@ def toy_parent(toy_dataset, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- --init-from
 def test_init_from_loads_exactly_the_source_weights(toy_parent, toy_dataset, tmp_path):
-    config = load_run_config(overrides=[f"dataset={toy_dataset}", f"out={tmp_path / 'child'}",
-                                        "train.num_workers=0", "eval.metrics=[]"], init_from=str(toy_parent))
+    config = load_run_config(
+        overrides=[f"dataset={toy_dataset}", f"out={tmp_path / 'child'}", "train.num_workers=0", "eval.metrics=[]"],
+        init_from=str(toy_parent),
+    )
     source = json.loads((toy_parent / "config.json").read_text())
     assert config.model == source["model"] and config.encoder == source["encoder"]  # taken from the directory
     model, tokenizer = build_model_and_tokenizer(config.model, ["unrelated words only"], init_tokenizer(toy_parent))
@@ -80,27 +83,58 @@ def test_init_from_refuses_other_architectures_in_one_line(toy_parent, toy_datas
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "do not fit the configured toy-train model" in err
     assert "head.weight (16, 16) vs (16, 8)" in err and "image.weight (16, 3) vs (8, 3)" in err
-    assert main(["train", "--preset", "tiny-show-tell-merge-scst", "--dataset", str(toy_dataset), "--out",
-                 str(tmp_path / "r2"), "--init-from", str(toy_parent)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny-show-tell-merge-scst",
+                "--dataset",
+                str(toy_dataset),
+                "--out",
+                str(tmp_path / "r2"),
+                "--init-from",
+                str(toy_parent),
+            ]
+        )
+        == 2
+    )
     assert "model.type='show-tell-merge' but init_from" in capsys.readouterr().err
-    assert main(["train", "--preset", "tiny-show-tell-merge-scst", "--dataset", str(toy_dataset), "--out",
-                 str(tmp_path / "r3")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny-show-tell-merge-scst",
+                "--dataset",
+                str(toy_dataset),
+                "--out",
+                str(tmp_path / "r3"),
+            ]
+        )
+        == 2
+    )
     assert "train.objective='scst' fine-tunes a trained model" in capsys.readouterr().err
     assert not (tmp_path / "run" / "model").exists()
 
 
 # --------------------------------------------------------------------------------------------- gradient sign
-def test_scst_raises_the_probability_of_a_sample_rewarded_above_its_baseline(toy_parent, toy_dataset, tmp_path,
-                                                                              monkeypatch):
+def test_scst_raises_the_probability_of_a_sample_rewarded_above_its_baseline(
+    toy_parent, toy_dataset, tmp_path, monkeypatch
+):
     """One image, two fixed samples: the one matching the references has the higher CIDEr-D, so with the
     mean-of-others baseline its advantage is positive; one SGD step on the objective's loss must raise its
     log-probability and lower the other's (a flipped sign does the opposite)."""
     loaded = load_model_dir(toy_parent)
     model, tok = loaded.model.train(), loaded.tokenizer
-    captions = {"img": ("a red square .", "a red block ."), "other": ("a green patch .",),
-                "third": ("a black block .",)}
-    records = [Record(image_id=k, image_path=tmp_path / f"{k}.jpg", captions=v, split="train")
-               for k, v in captions.items()]  # CIDEr-D's idf needs more than one image
+    captions = {
+        "img": ("a red square .", "a red block ."),
+        "other": ("a green patch .",),
+        "third": ("a black block .",),
+    }
+    records = [
+        Record(image_id=k, image_path=tmp_path / f"{k}.jpg", captions=v, split="train") for k, v in captions.items()
+    ]  # CIDEr-D's idf needs more than one image
     config = toy_run(toy_dataset, tmp_path / "scst", init_from=str(toy_parent), objective="scst")
     config.scst.samples = 2
     objective = SelfCritical(config, tok, records)
@@ -130,15 +164,33 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parent,preset", [("tiny-clipcap-mlp", "tiny-clipcap-mlp-scst"),
-                                           ("tiny-show-tell-merge", "tiny-show-tell-merge-scst")])
+@pytest.mark.parametrize(
+    "parent,preset",
+    [("tiny-clipcap-mlp", "tiny-clipcap-mlp-scst"), ("tiny-show-tell-merge", "tiny-show-tell-merge-scst")],
+)
 def test_tiny_scst_preset_fine_tunes_a_cross_entropy_model(parent, preset, synthetic, tmp_path, capsys):
     short = ["--set", "train.max_steps=2", "--set", "train.batch_size=2", "--set", "eval.max_images=2"]
-    assert main(["train", "--preset", parent, "--dataset", str(synthetic), "--out", str(tmp_path / "ce"),
-                 *short]) == 0, capsys.readouterr().err
+    assert (
+        main(["train", "--preset", parent, "--dataset", str(synthetic), "--out", str(tmp_path / "ce"), *short]) == 0
+    ), capsys.readouterr().err
     out = tmp_path / "scst"
-    assert main(["train", "--preset", preset, "--init-from", str(tmp_path / "ce" / "model"), "--dataset",
-                 str(synthetic), "--out", str(out), *short]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                preset,
+                "--init-from",
+                str(tmp_path / "ce" / "model"),
+                "--dataset",
+                str(synthetic),
+                "--out",
+                str(out),
+                *short,
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     resolved = json.loads((out / "resolved_config.json").read_text())
     assert resolved["train"]["objective"] == "scst" and resolved["init_from"] == str(tmp_path / "ce" / "model")
     log = read_log(out)
@@ -155,12 +207,20 @@ def test_tiny_scst_preset_fine_tunes_a_cross_entropy_model(parent, preset, synth
 def test_scst_settings_are_checked(toy_dataset, tmp_path):
     from captionkit.config import ConfigError
 
-    base = [f"dataset={toy_dataset}", f"out={tmp_path}", "model={type: toy-train}", "encoder=toyrgb:mean",
-            "train.objective=scst", "init_from=unused"]
-    for setting, message in [("scst.samples=1", "needs scst.samples >= 2"),
-                             ("scst.baseline=best", "scst.baseline='best'; valid: mean, greedy"),
-                             ("scst.decoding={num_beams: 3}", "num_beams must be 1"),
-                             ("scst.decoding={top_p: 2}", "top_p must be in")]:
+    base = [
+        f"dataset={toy_dataset}",
+        f"out={tmp_path}",
+        "model={type: toy-train}",
+        "encoder=toyrgb:mean",
+        "train.objective=scst",
+        "init_from=unused",
+    ]
+    for setting, message in [
+        ("scst.samples=1", "needs scst.samples >= 2"),
+        ("scst.baseline=best", "scst.baseline='best'; valid: mean, greedy"),
+        ("scst.decoding={num_beams: 3}", "num_beams must be 1"),
+        ("scst.decoding={top_p: 2}", "top_p must be in"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             load_run_config(overrides=base + [setting])
     assert objectives_module.OBJECTIVES.keys() == {"cross_entropy", "scst"}

@@ -1,22 +1,34 @@
 """`captionkit train`: config file + --set overrides, presets by name, errors a user can fix as one line."""
+
 import json
 import subprocess
 import sys
 
 import yaml
+from conftest import subprocess_env
+from training_toy import toy_config
 
 from captionkit.cli import main
 from captionkit.registry import list_presets
-from conftest import subprocess_env
-from training_toy import toy_config
 
 
 def test_config_file_with_set_overrides_writes_the_resolved_config(toy_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(toy_config(toy_dataset, out, epochs=3, batch_size=4)))
-    code = main(["train", "--config", str(config), "--set", "train.epochs=1", "--set", "train.lr=2e-2",
-                 "--set", "model.hidden=8"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.lr=2e-2",
+            "--set",
+            "model.hidden=8",
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out.strip() == f"model: {out / 'model'}"
     resolved = json.loads((out / "resolved_config.json").read_text())
@@ -61,16 +73,36 @@ def test_bad_settings_are_one_line_errors_naming_the_key(toy_dataset, tmp_path, 
 
 
 def test_python_dash_m_runs_the_cli():
-    done = subprocess.run([sys.executable, "-m", "captionkit.cli", "train", "--help"], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "captionkit.cli", "train", "--help"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "--resume" in done.stdout and "torchrun" in done.stdout
 
 
-def test_a_cache_from_features_extract_is_reused_and_a_mismatching_one_refused(toy_dataset, tmp_path, capsys,
-                                                                               caplog):
+def test_a_cache_from_features_extract_is_reused_and_a_mismatching_one_refused(toy_dataset, tmp_path, capsys, caplog):
     cache = tmp_path / "cache"
-    assert main(["features", "extract", "--dataset", str(toy_dataset), "--encoder", "toyrgb:mean", "--out", str(cache),
-                 "--workers", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                "extract",
+                "--dataset",
+                str(toy_dataset),
+                "--encoder",
+                "toyrgb:mean",
+                "--out",
+                str(cache),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     config = tmp_path / "run.json"
     config.write_text(json.dumps(toy_config(toy_dataset, tmp_path / "run", epochs=1)))
     with caplog.at_level("INFO", logger="captionkit"):

@@ -1,4 +1,5 @@
 """N captions per image per epoch, and a fine-tuned encoder in its own optimizer groups."""
+
 from collections import Counter
 
 from captionkit.training.data import EpochSampler, image_groups

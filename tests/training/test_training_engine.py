@@ -1,4 +1,5 @@
 """The training loop: learning, frozen parts, gradient accumulation, early stopping, pixels models, run layout."""
+
 import json
 import logging
 from pathlib import Path
@@ -6,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from training_toy import toy_config, write_toy_dataset
 
 from captionkit.config import from_dict, to_dict
 from captionkit.data.features import FeatureCache
 from captionkit.errors import CheckpointError
 from captionkit.models.model_dir import load_model_dir
 from captionkit.training import RunConfig, train
-from captionkit.training.engine import make_scheduler
 from captionkit.training.config import TrainConfig
 from captionkit.training.data import EpochSampler
+from captionkit.training.engine import make_scheduler
 from captionkit.training.logging import read_log
-from training_toy import toy_config, write_toy_dataset
 
 
 def run(dataset: Path, out: Path, **train_settings) -> Path:

@@ -1,4 +1,5 @@
 """A resumed run's JSON-lines log keeps only what happened before its checkpoint, even after a kill mid-line."""
+
 import json
 
 from captionkit.training.logging import read_jsonl, truncate_jsonl

@@ -1,6 +1,7 @@
 """Every tiny preset trains through `captionkit train --preset` on the synthetic dataset (features extracted, or
 pixels decoded for end-to-end models; dev loss and caption metrics computed) and leaves a model directory that
 loads and decodes."""
+
 import json
 
 import pytest
@@ -28,9 +29,25 @@ def synthetic(tmp_path_factory):
 @pytest.mark.parametrize("preset", TINY)
 def test_tiny_preset_trains_and_loads(preset, synthetic, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--preset", preset, "--dataset", str(synthetic), "--out", str(out),
-                 "--set", "train.max_steps=2", "--set", "train.batch_size=4", "--set", "eval.max_images=2",
-                 "--set", "eval.decoding={max_new_tokens: 5}"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            preset,
+            "--dataset",
+            str(synthetic),
+            "--out",
+            str(out),
+            "--set",
+            "train.max_steps=2",
+            "--set",
+            "train.batch_size=4",
+            "--set",
+            "eval.max_images=2",
+            "--set",
+            "eval.decoding={max_new_tokens: 5}",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     resolved = json.loads((out / "resolved_config.json").read_text())
     assert resolved["description"] and resolved["train"]["max_steps"] == 2

@@ -1,5 +1,6 @@
 """Checkpoints: a run killed with SIGKILL and resumed ends with exactly the weights of an uninterrupted run, even
 when its newest checkpoint is damaged; half-written checkpoints are never loaded."""
+
 import json
 import os
 import signal
@@ -10,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import HERE, subprocess_env
 from safetensors.torch import load_file
+from training_toy import toy_config
 
 from captionkit.cli import main
 from captionkit.training.checkpoint import STATE_NAME, find_checkpoints
 from captionkit.training.logging import read_log
-from conftest import HERE, subprocess_env
-from training_toy import toy_config
 
 ENTRY = str(HERE / "toy_cli.py")
 TOTAL_STEPS = 24  # 16 pairs, batch 2 -> 8 updates per epoch, 3 epochs
@@ -24,15 +25,27 @@ TOTAL_STEPS = 24  # 16 pairs, batch 2 -> 8 updates per epoch, 3 epochs
 
 def write_config(path: Path, dataset: Path, out: Path) -> Path:
     # dropout on: the resumed run must replay the same random masks, not just the same data order
-    config = toy_config(dataset, out, epochs=3, batch_size=2, checkpoint_every_steps=3, keep_last_n=3,
-                        model={"dropout": 0.3, "delay": 0.05})
+    config = toy_config(
+        dataset,
+        out,
+        epochs=3,
+        batch_size=2,
+        checkpoint_every_steps=3,
+        keep_last_n=3,
+        model={"dropout": 0.3, "delay": 0.05},
+    )
     path.write_text(json.dumps(config))
     return path
 
 
 def cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, ENTRY, *args], env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, ENTRY, *args],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -65,8 +78,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run_exactly(toy_dataset, t
     # damage the newest checkpoint as a torn write would: resuming must fall back to an older one; damage the next
     # too if it is an epoch end, so the run resumes mid-epoch (the data position then matters)
     ordered = sorted((killed / "checkpoints").glob("step-*"), key=lambda p: -int(p.name[5:]))
-    damaged = ordered[:1] + [p for p in ordered[1:2]
-                             if json.loads((p / STATE_NAME).read_text())["batches_in_epoch"] == 0]
+    damaged = ordered[:1] + [
+        p for p in ordered[1:2] if json.loads((p / STATE_NAME).read_text())["batches_in_epoch"] == 0
+    ]
     for path in damaged:
         weights = path / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -99,8 +113,9 @@ def test_half_written_checkpoints_are_never_resumed_from(tmp_path):
     good = root / "step-4"
     good.mkdir(parents=True)
     (good / "model.safetensors").write_bytes(b"x" * 10)
-    (good / STATE_NAME).write_text(json.dumps({"global_step": 4, "epoch": 1, "batches_in_epoch": 0,
-                                               "files": {"model.safetensors": 10}}))
+    (good / STATE_NAME).write_text(
+        json.dumps({"global_step": 4, "epoch": 1, "batches_in_epoch": 0, "files": {"model.safetensors": 10}})
+    )
     (root / "step-6").mkdir()  # renamed in place but without its state file: cannot happen, must not load anyway
     (root / ".tmp-step-8").mkdir()  # a write the crash interrupted
     (root / ".tmp-step-8" / STATE_NAME).write_text("{}")

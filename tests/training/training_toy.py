@@ -1,13 +1,15 @@
 """A toy captioner, tokenizer and encoder honouring captionkit's contracts, plus a tiny Flickr8k-layout dataset:
 the training engine's tests run in seconds and do not depend on any real model family."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,8 +20,16 @@ from captionkit.models.base import CaptionModel, ModelOutput, caption_loss, sele
 from captionkit.models.encoders import ImageEncoder
 from captionkit.registry import register_encoder, register_model, register_tokenizer
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
-           "black": (10, 10, 10), "white": (245, 245, 245), "purple": (140, 30, 160), "orange": (250, 140, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 30),
+    "black": (10, 10, 10),
+    "white": (245, 245, 245),
+    "purple": (140, 30, 160),
+    "orange": (250, 140, 20),
+}
 
 
 @register_tokenizer("toy-words")
@@ -34,7 +44,7 @@ class ToyWords:
         self.pad_token_id, self.bos_token_id, self.eos_token_id, self.unk_token_id = 0, 1, 2, 3
 
     @classmethod
-    def build(cls, captions: Iterable[str]) -> "ToyWords":
+    def build(cls, captions: Iterable[str]) -> ToyWords:
         return cls(sorted({w for c in captions for w in c.split()}))
 
     @property
@@ -49,10 +59,10 @@ class ToyWords:
 
     def save_pretrained(self, directory: str) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        (Path(directory) / "toy_words.json").write_text(json.dumps(self.words[len(self.SPECIALS):]))
+        (Path(directory) / "toy_words.json").write_text(json.dumps(self.words[len(self.SPECIALS) :]))
 
     @classmethod
-    def from_pretrained(cls, directory: str) -> "ToyWords":
+    def from_pretrained(cls, directory: str) -> ToyWords:
         return cls(json.loads((Path(directory) / "toy_words.json").read_text()))
 
 
@@ -165,8 +175,9 @@ class ToyCaptioner(CaptionModel):
         return select_rows(state, index)
 
 
-def write_toy_dataset(root: Path, train: int = 8, dev: int = 2, test: int = 1, captions_per_image: int = 2,
-                      dev_words: str | None = None) -> Path:
+def write_toy_dataset(
+    root: Path, train: int = 8, dev: int = 2, test: int = 1, captions_per_image: int = 2, dev_words: str | None = None
+) -> Path:
     """Flickr8k layout (Images/, Text/Flickr8k.token.txt, Text/Flickr_8k.{train,dev,test}Images.txt) of solid-colour
     8x8 JPEGs whose captions all have 4 words ("a red square ."), so every batch has the same number of tokens.
     `dev_words` replaces every dev caption (e.g. words never seen in training)."""
@@ -194,7 +205,21 @@ def write_toy_dataset(root: Path, train: int = 8, dev: int = 2, test: int = 1, c
 def toy_config(dataset: Path, out: Path, **train: Any) -> dict[str, Any]:
     """A run config (plain data) for the toy model: few steps, dev loss only, no workers."""
     model = train.pop("model", {})
-    settings = {"epochs": 2, "batch_size": 4, "lr": 0.05, "num_workers": 0, "log_every_steps": 1, "seed": 0,
-                "max_grad_norm": 1.0, **train}
-    return {"model": {"type": "toy-train", **model}, "encoder": "toyrgb:mean", "dataset": str(dataset),
-            "out": str(out), "train": settings, "eval": {"metrics": [], "batch_size": 8}}
+    settings = {
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 0.05,
+        "num_workers": 0,
+        "log_every_steps": 1,
+        "seed": 0,
+        "max_grad_norm": 1.0,
+        **train,
+    }
+    return {
+        "model": {"type": "toy-train", **model},
+        "encoder": "toyrgb:mean",
+        "dataset": str(dataset),
+        "out": str(out),
+        "train": settings,
+        "eval": {"metrics": [], "batch_size": 8},
+    }

@@ -1,4 +1,5 @@
 """Fixtures for the VGG tests: ../shared/fixtures/vgg16 and a VGG16 carrying its deterministic weights."""
+
 from __future__ import annotations
 
 import json

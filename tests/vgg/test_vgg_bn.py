@@ -1,4 +1,5 @@
 """torchvision's vgg16_bn layout (its ImageNet file loads unchanged) and the demo's small BN variant."""
+
 import pytest
 import torch
 from safetensors.torch import save_file

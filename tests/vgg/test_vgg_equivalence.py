@@ -1,10 +1,11 @@
 """Our VGG16 against torchvision's on ../shared/fixtures/vgg16: keys, shapes, pixels, conv5_3, fc2 and logits."""
+
 from __future__ import annotations
 
 import torch
 from PIL import Image
 
-from captionkit.models.vgg import VARIANTS, ImageNetPreprocess, VGG16, VGGEncoder
+from captionkit.models.vgg import VARIANTS, VGG16, ImageNetPreprocess, VGGEncoder
 
 
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -1,4 +1,5 @@
 """VGG encoder specs: feature kinds, seeded random init, weights from a file or torchvision's URL, trainable blocks."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -65,8 +66,11 @@ def test_wrong_weight_files_give_clear_errors(tmp_path):
     state = VGG16(VARIANTS["vgg16-small"]).state_dict()
     state["features.5.weight"] = torch.zeros(3, 3, 3, 3)
     torch.save(state, tmp_path / "shape.pth")
-    with pytest.raises(CheckpointError, match=r"'features.5.weight' has shape \(3, 3, 3, 3\), the network expects "
-                                              r"\(16, 8, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'features.5.weight' has shape \(3, 3, 3, 3\), the network expects "
+        r"\(16, 8, 3, 3\)",
+    ):
         load_encoder(f"vgg16-small:fc2@{tmp_path / 'shape.pth'}")
     state = VGG16(VARIANTS["vgg16-small"]).state_dict()
     state = {("module." + k): v for k, v in state.items()}
@@ -86,12 +90,17 @@ def test_imagenet_weights_come_from_torchvisions_url_hash_checked(monkeypatch, f
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
     encoder = load_encoder("vgg16:fc2@imagenet")
-    assert calls == [("https://download.pytorch.org/models/vgg16-397923af.pth",
-                      {"map_location": "cpu", "check_hash": True})]
+    assert calls == [
+        ("https://download.pytorch.org/models/vgg16-397923af.pth", {"map_location": "cpu", "check_hash": True})
+    ]
     assert encoder.spec == "vgg16:fc2@imagenet"
     with torch.no_grad():
-        torch.testing.assert_close(encoder(expected["pixel_values"]), expected["fc2"], rtol=1e-4,
-                                   atol=1e-4 * expected["fc2"].abs().max().item())
+        torch.testing.assert_close(
+            encoder(expected["pixel_values"]),
+            expected["fc2"],
+            rtol=1e-4,
+            atol=1e-4 * expected["fc2"].abs().max().item(),
+        )
 
 
 def test_imagenet_download_failure_says_what_to_do(monkeypatch):
@@ -110,8 +119,13 @@ def trainable(encoder) -> set[str]:
 def test_set_trainable_blocks_unfreezes_the_top(image):
     fc2 = load_encoder("vgg16-small:fc2")
     assert [len(b) for b in fc2.conv_blocks()] == [2, 2, 3, 3, 3]
-    assert trainable(fc2.set_trainable_blocks(1)) == {"features.24", "features.26", "features.28",
-                                                     "classifier.0", "classifier.3"}
+    assert trainable(fc2.set_trainable_blocks(1)) == {
+        "features.24",
+        "features.26",
+        "features.28",
+        "classifier.0",
+        "classifier.3",
+    }
     assert len(trainable(fc2.set_trainable_blocks(2))) == 8
     assert trainable(fc2.set_trainable_blocks(0)) == set()
     conv = load_encoder("vgg16-small:conv5_3").set_trainable_blocks(1)

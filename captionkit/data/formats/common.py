@@ -1,21 +1,30 @@
 """Pieces every reader shares: problem collection (strict/lenient), text decoding, captions, splits, image dirs."""
+
 from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from captionkit.data.records import SPLITS, CaptionDataset, DatasetError, Record
-
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 # Names of the image folder in the layouts people actually have, in the order they are tried.
 IMAGE_DIR_NAMES = ("Images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k-images", "flickr30k_images", "images")
 # Split names seen in the wild -> captionkit's names; "restval" is resolved by the Karpathy reader's option.
-SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev", "valid": "dev",
-                 "validation": "dev", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "dev": "dev",
+    "val": "dev",
+    "valid": "dev",
+    "validation": "dev",
+    "test": "test",
+    "testing": "test",
+}
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
@@ -87,9 +96,12 @@ def read_text(path: Path, problems: ProblemLog) -> str:
         try:
             raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            problems.error("bad_encoding", path, number,
-                           f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                           "re-save the file as UTF-8")
+            problems.error(
+                "bad_encoding",
+                path,
+                number,
+                f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); re-save the file as UTF-8",
+            )
             lines[number - 1] = b""
     return b"\n".join(lines).decode("utf-8-sig")
 
@@ -106,8 +118,9 @@ class CaptionCollector:
         self.captions: dict[str, list[str]] = {}
         self.paths: dict[str, Path] = {}
 
-    def add(self, image_id: str, caption: str, file: Path, line: int | None, image_path: Path | None = None,
-            where: str = "") -> None:
+    def add(
+        self, image_id: str, caption: str, file: Path, line: int | None, image_path: Path | None = None, where: str = ""
+    ) -> None:
         caption = caption.strip()
         existing = self.captions.setdefault(image_id, [])
         if image_path is not None:
@@ -120,8 +133,9 @@ class CaptionCollector:
         else:
             existing.append(caption)
 
-    def records(self, image_path: Callable[[str], Path], split_of: Callable[[str], str | None],
-                file: Path) -> list[Record]:
+    def records(
+        self, image_path: Callable[[str], Path], split_of: Callable[[str], str | None], file: Path
+    ) -> list[Record]:
         """Records of every image with at least one caption; `image_path(id)` and `split_of(id)` fill the rest."""
         out, empty = [], []
         for image_id, captions in self.captions.items():
@@ -131,9 +145,12 @@ class CaptionCollector:
             path = self.paths.get(image_id) or image_path(image_id)
             out.append(Record(image_id, path, tuple(captions), split_of(image_id)))
         if empty:
-            self.problems.warn("no_captions", file, None,
-                               f"{len(empty)} image(s) have no non-empty caption and were left out, e.g. "
-                               + ", ".join(empty[:5]))
+            self.problems.warn(
+                "no_captions",
+                file,
+                None,
+                f"{len(empty)} image(s) have no non-empty caption and were left out, e.g. " + ", ".join(empty[:5]),
+            )
         return out
 
 
@@ -166,8 +183,8 @@ def hash_split(image_id: str, seed: int = 0, fractions: Iterable[float] = DEFAUL
     split sizes are therefore proportional only on average.
     """
     fractions = check_fractions(fractions)
-    digest = hashlib.sha256(f"{seed}:{image_id}".encode("utf-8")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
     if u < fractions[0]:
         return "train"
     return "dev" if u < fractions[0] + fractions[1] else "test"
@@ -180,8 +197,10 @@ def check_fractions(fractions: Any) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         values = ()
     if len(values) != 3 or any(not 0 <= f <= 1 for f in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise DatasetError(f"option split_fractions={fractions!r}: expected three numbers in [0, 1] summing to 1 "
-                           "(train, dev, test), e.g. [0.8, 0.1, 0.1]")
+        raise DatasetError(
+            f"option split_fractions={fractions!r}: expected three numbers in [0, 1] summing to 1 "
+            "(train, dev, test), e.g. [0.8, 0.1, 0.1]"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -190,8 +209,11 @@ def hash_split_source(seed: int, fractions: Iterable[float]) -> str:
     return f"hash of image id (seed {seed}, train/dev/test {f[0]:g}/{f[1]:g}/{f[2]:g})"
 
 
-FLICKR8K_SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
-                        "test": "Flickr_8k.testImages.txt"}
+FLICKR8K_SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt",
+    "dev": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
 
 
 def find_split_files(dirs: Iterable[Path]) -> dict[str, Path]:
@@ -225,14 +247,17 @@ def split_lookup(lists: dict[str, list[str]]) -> dict[str, str]:
     return {image_id: split for split, ids in lists.items() for image_id in ids}
 
 
-def report_unlisted(lists: dict[str, list[str]], files: dict[str, Path], known: set[str],
-                    problems: ProblemLog) -> None:
+def report_unlisted(lists: dict[str, list[str]], files: dict[str, Path], known: set[str], problems: ProblemLog) -> None:
     """Split-list ids that have no captions (a split list from another dataset version, a typo)."""
     for split, ids in lists.items():
         unknown = [i for i in ids if i not in known]
         if unknown:
-            problems.warn("split_unknown_id", files[split], None,
-                          f"{len(unknown)} id(s) in the {split} list have no captions, e.g. {', '.join(unknown[:5])}")
+            problems.warn(
+                "split_unknown_id",
+                files[split],
+                None,
+                f"{len(unknown)} id(s) in the {split} list have no captions, e.g. {', '.join(unknown[:5])}",
+            )
 
 
 def find_image_dir(roots: Iterable[Path], image_dir: str | Path | None) -> Path | None:

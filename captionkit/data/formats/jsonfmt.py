@@ -1,4 +1,5 @@
 """Karpathy split JSON (`dataset_{coco,flickr8k,flickr30k}.json`) and COCO caption annotations (`captions_*.json`)."""
+
 from __future__ import annotations
 
 import json
@@ -7,15 +8,24 @@ import re
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.formats.common import (CaptionCollector, ProblemLog, ReadResult, check_restval, find_image_dir,
-                                            make_dataset, normalize_split, read_text)
+from captionkit.data.formats.common import (
+    CaptionCollector,
+    ProblemLog,
+    ReadResult,
+    check_restval,
+    find_image_dir,
+    make_dataset,
+    normalize_split,
+    read_text,
+)
 from captionkit.data.records import DatasetError
 
 
 def _only(found: list[Path], directory: Path, what: str) -> Path | None:
     if len(found) > 1:
-        raise DatasetError(f"{directory}: several {what} files ({', '.join(p.name for p in found)}); "
-                           "pass the one to read")
+        raise DatasetError(
+            f"{directory}: several {what} files ({', '.join(p.name for p in found)}); pass the one to read"
+        )
     return found[0] if found else None
 
 
@@ -57,8 +67,14 @@ def _top_list(data: Any, key: str, path: Path, what: str) -> list[Any]:
     return items
 
 
-def read_karpathy(path: Path, problems: ProblemLog, *, image_dir: str | Path | None = None,
-                  restval: str | None = "train", data: Any = None) -> ReadResult:
+def read_karpathy(
+    path: Path,
+    problems: ProblemLog,
+    *,
+    image_dir: str | Path | None = None,
+    restval: str | None = "train",
+    data: Any = None,
+) -> ReadResult:
     """Karpathy's split file: images[] of {filename, filepath?, split, sentences[{raw, tokens}], cocoid?}.
 
     Splits: "train" -> train, "val" -> dev, "test" -> test, "restval" -> `restval` (train by default, as in the
@@ -76,10 +92,18 @@ def read_karpathy(path: Path, problems: ProblemLog, *, image_dir: str | Path | N
     folders: dict[str, Path] = {}  # filepath -> its folder, normalised once per folder rather than per image
     for i, item in enumerate(items):
         where = f"images[{i}]: "
-        if not isinstance(item, dict) or not isinstance(item.get("filename"), str) or not item["filename"] \
-                or not isinstance(item.get("sentences"), list):
-            problems.error("malformed_item", path, None,
-                           f"{where}expected an object with 'filename' (string) and 'sentences' (list)")
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("filename"), str)
+            or not item["filename"]
+            or not isinstance(item.get("sentences"), list)
+        ):
+            problems.error(
+                "malformed_item",
+                path,
+                None,
+                f"{where}expected an object with 'filename' (string) and 'sentences' (list)",
+            )
             continue
         image_id = _id(item.get("image_id", item.get("cocoid", item["filename"])))
         filepath = item.get("filepath")
@@ -89,8 +113,12 @@ def read_karpathy(path: Path, problems: ProblemLog, *, image_dir: str | Path | N
         try:
             split = normalize_split(item.get("split"), restval)
         except KeyError:
-            problems.error("bad_split", path, None, f"{where}unknown split {item.get('split')!r} "
-                                                    "(expected train, val, test or restval)")
+            problems.error(
+                "bad_split",
+                path,
+                None,
+                f"{where}unknown split {item.get('split')!r} (expected train, val, test or restval)",
+            )
             continue
         if image_id in split_of:
             problems.warn("duplicate_image", path, None, f"{where}{image_id} appears more than once; captions merged")
@@ -103,8 +131,12 @@ def read_karpathy(path: Path, problems: ProblemLog, *, image_dir: str | Path | N
             if raw is None and isinstance(sentence, dict) and isinstance(sentence.get("tokens"), list):
                 raw = " ".join(str(t) for t in sentence["tokens"])
             if not isinstance(raw, str):
-                problems.error("malformed_item", path, None,
-                               f"{where}sentences[{j}]: expected {{'raw': caption}} or {{'tokens': [...]}}")
+                problems.error(
+                    "malformed_item",
+                    path,
+                    None,
+                    f"{where}sentences[{j}]: expected {{'raw': caption}} or {{'tokens': [...]}}",
+                )
                 continue
             collector.add(image_id, raw, path, None, image_path=image_path, where=f"{where}sentences[{j}]: ")
     records = collector.records(lambda i: flat_dir / i, split_of.get, path)
@@ -137,8 +169,14 @@ def _coco_image_dir(path: Path, image_dir: str | Path | None) -> Path:
     return find_image_dir(roots, None) or path.parent
 
 
-def read_coco(path: Path, problems: ProblemLog, *, image_dir: str | Path | None = None, split: str | None = "auto",
-              data: Any = None) -> ReadResult:
+def read_coco(
+    path: Path,
+    problems: ProblemLog,
+    *,
+    image_dir: str | Path | None = None,
+    split: str | None = "auto",
+    data: Any = None,
+) -> ReadResult:
     """COCO caption annotations: {"images": [{"id", "file_name"}], "annotations": [{"image_id", "caption"}]}.
 
     One file holds one split: `split="auto"` takes it from the file name (captions_train2014 -> train,
@@ -167,8 +205,9 @@ def read_coco(path: Path, problems: ProblemLog, *, image_dir: str | Path | None 
         image_id = _id(ann.get("image_id")) if isinstance(ann, dict) else None
         caption = ann.get("caption") if isinstance(ann, dict) else None
         if image_id is None or not isinstance(caption, str):
-            problems.error("malformed_item", path, None,
-                           f"annotations[{k}]: expected {{'image_id': int, 'caption': str}}")
+            problems.error(
+                "malformed_item", path, None, f"annotations[{k}]: expected {{'image_id': int, 'caption': str}}"
+            )
             continue
         if image_id not in files:
             problems.error("unknown_image", path, None, f"annotations[{k}]: image_id {image_id} is not in images[]")

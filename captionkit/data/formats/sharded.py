@@ -1,14 +1,24 @@
 """Sharded datasets: WebDataset tars (img2dataset layout), parquet files and Hugging Face datasets, read into Records
 whose images stay inside their shards (Record.image_member), never unpacked to disk."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from captionkit.data.formats.common import (DEFAULT_SPLIT_FRACTIONS, ProblemLog, ReadResult, check_fractions,
-                                            hash_split, hash_split_source, make_dataset, normalize_split)
+from captionkit.data.formats.common import (
+    DEFAULT_SPLIT_FRACTIONS,
+    ProblemLog,
+    ReadResult,
+    check_fractions,
+    hash_split,
+    hash_split_source,
+    make_dataset,
+    normalize_split,
+)
 from captionkit.data.formats.table import CAPTION_COLUMNS, IMAGE_COLUMNS, NUMBERED_CAPTION
 from captionkit.data.records import SPLITS, DatasetError, Record
 from captionkit.data.shards import expand_shards, iter_table_rows, list_tar, table_columns
@@ -63,8 +73,9 @@ class _Collect:
         self.problems = problems
         self.records: dict[str, Record] = {}
 
-    def add(self, image_id: str, image_path: Path, member: str | None, captions: list[str], split: str | None,
-            where: str) -> None:
+    def add(
+        self, image_id: str, image_path: Path, member: str | None, captions: list[str], split: str | None, where: str
+    ) -> None:
         clean = [c.strip() for c in captions if isinstance(c, str) and c.strip()]
         if len(clean) < len([c for c in captions if c is not None]):
             self.problems.warn("empty_caption", where, None, f"empty caption for {image_id} (skipped)")
@@ -72,8 +83,9 @@ class _Collect:
         if old is not None:
             self.problems.warn("duplicate_key", where, None, f"{image_id} appears again; its first image is used")
             clean = [c for c in clean if c not in old.captions]
-            self.records[image_id] = Record(old.image_id, old.image_path, old.captions + tuple(clean), old.split,
-                                            old.image_member)
+            self.records[image_id] = Record(
+                old.image_id, old.image_path, old.captions + tuple(clean), old.split, old.image_member
+            )
             return
         if not clean:
             self.problems.warn("no_captions", where, None, f"{image_id} has no caption (left out)")
@@ -81,9 +93,15 @@ class _Collect:
         self.records[image_id] = Record(image_id, image_path, tuple(dict.fromkeys(clean)), split, member)
 
 
-def read_webdataset(spec: str | Path, problems: ProblemLog, *, split: str | None = None, split_seed: int = 0,
-                    split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS,
-                    split_fallback: str = "hash") -> ReadResult:
+def read_webdataset(
+    spec: str | Path,
+    problems: ProblemLog,
+    *,
+    split: str | None = None,
+    split_seed: int = 0,
+    split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS,
+    split_fallback: str = "hash",
+) -> ReadResult:
     """WebDataset tar shards in img2dataset's layout: KEY.jpg (or .png/.webp) + KEY.txt (the caption) + optional
     KEY.json (a "caption" there is used when KEY.txt is absent). `spec`: a brace pattern, a list file, a folder
     of shards or one shard. Each record's image stays in its tar (image_member = the member name). A key with no
@@ -94,8 +112,12 @@ def read_webdataset(spec: str | Path, problems: ProblemLog, *, split: str | None
     for shard in shards:
         samples, stopped = list_tar(shard)
         if stopped is not None:
-            problems.warn("corrupt_shard", shard, None, f"unreadable after {len(samples)} samples ({stopped}); "
-                                                         "the samples before it are used")
+            problems.warn(
+                "corrupt_shard",
+                shard,
+                None,
+                f"unreadable after {len(samples)} samples ({stopped}); the samples before it are used",
+            )
         for sample in samples:
             if sample.image is None:
                 problems.warn("no_image", shard, None, f"sample {sample.key} has no image member (skipped)")
@@ -108,13 +130,18 @@ def read_webdataset(spec: str | Path, problems: ProblemLog, *, split: str | None
             try:
                 split_name = splits.of(sample.key, meta.get("split"))
             except KeyError:
-                problems.warn("bad_split", shard, None, f"{sample.key}.json: unknown split {meta.get('split')!r} "
-                                                        "(left out)")
+                problems.warn(
+                    "bad_split", shard, None, f"{sample.key}.json: unknown split {meta.get('split')!r} (left out)"
+                )
                 continue
             collect.add(sample.key, shard, sample.image, [caption], split_name, str(shard))
     root = shards[0].parent
-    return ReadResult(make_dataset(list(collect.records.values()), root, "webdataset", shards), problems.problems,
-                      None, splits.source('the "split" field of KEY.json'))
+    return ReadResult(
+        make_dataset(list(collect.records.values()), root, "webdataset", shards),
+        problems.problems,
+        None,
+        splits.source('the "split" field of KEY.json'),
+    )
 
 
 def _json_meta(raw: bytes | None, shard: Path, key: str, problems: ProblemLog) -> dict[str, Any]:
@@ -128,10 +155,19 @@ def _json_meta(raw: bytes | None, shard: Path, key: str, problems: ProblemLog) -
     return meta if isinstance(meta, dict) else {}
 
 
-def read_parquet(spec: str | Path, problems: ProblemLog, *, image_column: str | None = None,
-                 caption_column: str | list[str] | None = None, key_column: str | None = None,
-                 split_column: str | None = "auto", split: str | None = None, split_seed: int = 0,
-                 split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS, split_fallback: str = "hash") -> ReadResult:
+def read_parquet(
+    spec: str | Path,
+    problems: ProblemLog,
+    *,
+    image_column: str | None = None,
+    caption_column: str | list[str] | None = None,
+    key_column: str | None = None,
+    split_column: str | None = "auto",
+    split: str | None = None,
+    split_seed: int = 0,
+    split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS,
+    split_fallback: str = "hash",
+) -> ReadResult:
     """Parquet files (a file, folder, brace pattern or list file) with an image column (bytes, a Hugging Face Image
     struct {bytes, path}, or a path relative to the file's folder) and one or more caption columns (a caption or
     a list of captions per cell). Columns are found by name unless given; rows without a key column are named
@@ -142,16 +178,28 @@ def read_parquet(spec: str | Path, problems: ProblemLog, *, image_column: str | 
     columns = _TableColumns(image_column, caption_column, key_column, split_column)
     for shard in shards:
         _read_table_shard(shard, columns, splits, collect, None)
-    return ReadResult(make_dataset(list(collect.records.values()), shards[0].parent, "parquet", shards),
-                      problems.problems, None,
-                      splits.source(f"column {columns.split!r}" if columns.split else "the Hugging Face split names"))
+    return ReadResult(
+        make_dataset(list(collect.records.values()), shards[0].parent, "parquet", shards),
+        problems.problems,
+        None,
+        splits.source(f"column {columns.split!r}" if columns.split else "the Hugging Face split names"),
+    )
 
 
-def read_hf(spec: str | Path, problems: ProblemLog, *, image_column: str | None = None,
-            caption_column: str | list[str] | None = None, key_column: str | None = None,
-            split_column: str | None = "auto", split: str | None = None, split_seed: int = 0,
-            split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS, split_fallback: str = "hash",
-            revision: str | None = None) -> ReadResult:
+def read_hf(
+    spec: str | Path,
+    problems: ProblemLog,
+    *,
+    image_column: str | None = None,
+    caption_column: str | list[str] | None = None,
+    key_column: str | None = None,
+    split_column: str | None = "auto",
+    split: str | None = None,
+    split_seed: int = 0,
+    split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS,
+    split_fallback: str = "hash",
+    revision: str | None = None,
+) -> ReadResult:
     """A Hugging Face dataset: a folder written by `save_to_disk` (a Dataset or a DatasetDict of splits), or
     `hf:NAME` loaded from the hub (needs the network the first time; then from the local cache). Rows are read
     from the dataset's arrow files (memory-mapped); HF split names (train/validation/test) become the splits."""
@@ -163,34 +211,42 @@ def read_hf(spec: str | Path, problems: ProblemLog, *, image_column: str | None 
     for shard, hf_split in files:
         _read_table_shard(shard, columns, splits, collect, hf_split)
     root = files[0][0].parent
-    return ReadResult(make_dataset(list(collect.records.values()), root, "hf", [f for f, _ in files]),
-                      problems.problems, None,
-                      splits.source(f"column {columns.split!r}" if columns.split else "the Hugging Face split names"))
+    return ReadResult(
+        make_dataset(list(collect.records.values()), root, "hf", [f for f, _ in files]),
+        problems.problems,
+        None,
+        splits.source(f"column {columns.split!r}" if columns.split else "the Hugging Face split names"),
+    )
 
 
 def _hf_arrow_files(spec: str, revision: str | None) -> list[tuple[Path, str | None]]:
     try:
         import datasets
     except ImportError as exc:
-        raise DatasetError(f"{spec}: reading Hugging Face datasets needs the `datasets` package: "
-                           "pip install 'captionkit[scale]'") from exc
+        raise DatasetError(
+            f"{spec}: reading Hugging Face datasets needs the `datasets` package: pip install 'captionkit[scale]'"
+        ) from exc
     if spec.startswith(HF_PREFIX):
-        name = spec[len(HF_PREFIX):]
+        name = spec[len(HF_PREFIX) :]
         try:
             loaded = datasets.load_dataset(name, revision=revision)
         except Exception as exc:  # noqa: BLE001 - the hub raises many types (offline, unknown name, no access)
             offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-            raise DatasetError(f"{spec}: cannot load {name!r} from the Hugging Face hub"
-                               + (" (offline: HF_HUB_OFFLINE=1)" if offline else "")
-                               + f" ({type(exc).__name__}: {str(exc)[:200]}); on a machine with network access "
-                               "run it once (it is cached) or `save_to_disk` it and pass that folder") from exc
+            raise DatasetError(
+                f"{spec}: cannot load {name!r} from the Hugging Face hub"
+                + (" (offline: HF_HUB_OFFLINE=1)" if offline else "")
+                + f" ({type(exc).__name__}: {str(exc)[:200]}); on a machine with network access "
+                "run it once (it is cached) or `save_to_disk` it and pass that folder"
+            ) from exc
     else:
         path = Path(spec)
         try:
             loaded = datasets.load_from_disk(str(path))
         except (FileNotFoundError, ValueError) as exc:
-            raise DatasetError(f"{path}: not a Hugging Face dataset folder (no state.json or dataset_dict.json "
-                               f"written by save_to_disk): {exc}") from exc
+            raise DatasetError(
+                f"{path}: not a Hugging Face dataset folder (no state.json or dataset_dict.json "
+                f"written by save_to_disk): {exc}"
+            ) from exc
     parts = loaded.items() if isinstance(loaded, dict) else [(None, loaded)]
     files = [(Path(f["filename"]), name) for name, ds in parts for f in ds.cache_files]
     if not files:
@@ -201,8 +257,7 @@ def _hf_arrow_files(spec: str, revision: str | None) -> list[tuple[Path, str | N
 class _TableColumns:
     """Which columns of a table hold the key, image, captions and split; found once, from the first shard."""
 
-    def __init__(self, image: str | None, caption: str | list[str] | None, key: str | None,
-                 split: str | None) -> None:
+    def __init__(self, image: str | None, caption: str | list[str] | None, key: str | None, split: str | None) -> None:
         self.wanted = (image, caption, key, split)
         self.resolved: dict[str, Any] | None = None
         self.split: str | None = None
@@ -221,9 +276,11 @@ class _TableColumns:
                 return lower[str(wanted).lower()]
             found = next((lower[c] for c in candidates if c in lower), None)
             if found is None and what in ("image", "caption"):
-                raise DatasetError(f"{shard}: cannot tell which column holds the {what} (looked for "
-                                   f"{', '.join(candidates)}); columns: {', '.join(types)}; pass "
-                                   f"--option {what}_column=NAME")
+                raise DatasetError(
+                    f"{shard}: cannot tell which column holds the {what} (looked for "
+                    f"{', '.join(candidates)}); columns: {', '.join(types)}; pass "
+                    f"--option {what}_column=NAME"
+                )
             return found
 
         image_col = pick(image, TABLE_IMAGE_COLUMNS, "image")
@@ -236,16 +293,22 @@ class _TableColumns:
         else:
             caption_cols = [pick(caption, TABLE_CAPTION_COLUMNS, "caption")]
         key_col = pick(key, tuple(k for k in KEY_COLUMNS if lower.get(k) != image_col), "key")
-        split_col = (lower.get("split") if split == "auto" else pick(split, (), "split") if split else None)
+        split_col = lower.get("split") if split == "auto" else pick(split, (), "split") if split else None
         self.split = split_col
         kind = types[image_col]
-        self.resolved = {"image": image_col, "captions": caption_cols, "key": key_col, "split": split_col,
-                         "image_is_path": kind in ("string", "large_string")}
+        self.resolved = {
+            "image": image_col,
+            "captions": caption_cols,
+            "key": key_col,
+            "split": split_col,
+            "image_is_path": kind in ("string", "large_string"),
+        }
         return self.resolved
 
 
-def _read_table_shard(shard: Path, columns: _TableColumns, splits: _Splits, collect: _Collect,
-                      hf_split: str | None) -> None:
+def _read_table_shard(
+    shard: Path, columns: _TableColumns, splits: _Splits, collect: _Collect, hf_split: str | None
+) -> None:
     c = columns.resolve(shard, hf_split)
     wanted = [n for n in [c["key"], c["split"], *c["captions"]] if n is not None]
     if c["image_is_path"]:
@@ -277,8 +340,10 @@ def _read_table_shard(shard: Path, columns: _TableColumns, splits: _Splits, coll
 
 def find_shards(suffixes: tuple[str, ...]) -> Callable[[Path], Path | None]:
     """A folder of shard files with one of `suffixes` is itself the dataset spec."""
+
     def find(directory: Path) -> Path | None:
         return directory if any(p.name.lower().endswith(suffixes) for p in directory.iterdir()) else None
+
     return find
 
 

@@ -1,17 +1,30 @@
 """Generic caption tables: CSV, TSV and JSON Lines, one caption per row or a list of captions per row."""
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
-from captionkit.data.formats.common import (DEFAULT_SPLIT_FRACTIONS, CaptionCollector, ProblemLog, ReadResult,
-                                            check_fractions, check_restval, find_image_dir, hash_split,
-                                            hash_split_source, make_dataset, next_csv_row, normalize_split,
-                                            read_text)
+from captionkit.data.formats.common import (
+    DEFAULT_SPLIT_FRACTIONS,
+    CaptionCollector,
+    ProblemLog,
+    ReadResult,
+    check_fractions,
+    check_restval,
+    find_image_dir,
+    hash_split,
+    hash_split_source,
+    make_dataset,
+    next_csv_row,
+    normalize_split,
+    read_text,
+)
 from captionkit.data.records import DatasetError
 
 IMAGE_COLUMNS = ("image", "image_id", "file_name", "filename", "image_name", "image_path", "file", "path", "img")
@@ -40,8 +53,12 @@ def _rows_csv(path: Path, text: str, delimiter: str, problems: ProblemLog) -> It
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(names):
-            problems.error("malformed_line", path, reader.line_num,
-                           f"expected {len(names)} columns ({delimiter.join(names)[:60]}), got {len(row)}")
+            problems.error(
+                "malformed_line",
+                path,
+                reader.line_num,
+                f"expected {len(names)} columns ({delimiter.join(names)[:60]}), got {len(row)}",
+            )
             continue
         yield reader.line_num, dict(zip(names, row))
 
@@ -71,8 +88,10 @@ def _pick(columns: Iterable[str], wanted: str | None, candidates: tuple[str, ...
     for name in candidates:
         if name in columns:
             return name
-    raise DatasetError(f"{path}: cannot tell which column holds the {what} (looked for {', '.join(candidates)}); "
-                       f"columns: {', '.join(columns)}; pass {what}_column=...")
+    raise DatasetError(
+        f"{path}: cannot tell which column holds the {what} (looked for {', '.join(candidates)}); "
+        f"columns: {', '.join(columns)}; pass {what}_column=..."
+    )
 
 
 def _captions(value: Any) -> list[str] | None:
@@ -91,11 +110,21 @@ def _captions(value: Any) -> list[str] | None:
     return None
 
 
-def read_table(path: Path, problems: ProblemLog, *, fmt: str = "csv", image_column: str | None = None,
-               caption_column: str | list[str] | None = None, split_column: str | None = "auto",
-               image_dir: str | Path | None = None, delimiter: str | None = None, restval: str | None = "train",
-               split_seed: int = 0, split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS,
-               split_fallback: str = "hash") -> ReadResult:
+def read_table(
+    path: Path,
+    problems: ProblemLog,
+    *,
+    fmt: str = "csv",
+    image_column: str | None = None,
+    caption_column: str | list[str] | None = None,
+    split_column: str | None = "auto",
+    image_dir: str | Path | None = None,
+    delimiter: str | None = None,
+    restval: str | None = "train",
+    split_seed: int = 0,
+    split_fractions: Iterable[float] = DEFAULT_SPLIT_FRACTIONS,
+    split_fallback: str = "hash",
+) -> ReadResult:
     """A CSV/TSV (header row) or JSONL file with an image column and one or more caption columns.
 
     Columns are found by name unless given: image (image, file_name, filename, ...), caption (caption, captions,
@@ -128,8 +157,11 @@ def read_table(path: Path, problems: ProblemLog, *, fmt: str = "csv", image_colu
             _pick(columns, None, CAPTION_COLUMNS, "caption", path)  # raises, naming what was looked for
     else:
         caption_cols = [_pick(columns, caption_column, CAPTION_COLUMNS, "caption", path)]
-    split_col = ("split" if "split" in columns else None) if split_column == "auto" else \
-        (None if split_column is None else _pick(columns, split_column, (), "split", path))
+    split_col = (
+        ("split" if "split" in columns else None)
+        if split_column == "auto"
+        else (None if split_column is None else _pick(columns, split_column, (), "split", path))
+    )
     table_dir = path.parent
     flat_dir = Path(image_dir) if image_dir is not None else (find_image_dir([table_dir], None) or table_dir)
 
@@ -145,8 +177,12 @@ def read_table(path: Path, problems: ProblemLog, *, fmt: str = "csv", image_colu
             try:
                 split_of.setdefault(image_id, normalize_split(row.get(split_col), restval))
             except KeyError:
-                problems.error("bad_split", path, number, f"unknown split {row.get(split_col)!r} "
-                                                          "(expected train, dev/val, test, restval or empty)")
+                problems.error(
+                    "bad_split",
+                    path,
+                    number,
+                    f"unknown split {row.get(split_col)!r} (expected train, dev/val, test, restval or empty)",
+                )
                 continue
         if image_dir is not None or ("/" not in image_id and "\\" not in image_id):
             image_path = flat_dir / image_id

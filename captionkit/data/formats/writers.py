@@ -1,10 +1,12 @@
 """Writers: any dataset -> Karpathy split JSON, and -> COCO references JSON for evaluation."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from captionkit.data.records import CaptionDataset, DatasetError, Record
 from captionkit.data.text import word_tokenize
@@ -43,8 +45,9 @@ def _relative_dir(directory: Path, start: Path) -> str:
         return directory.absolute().as_posix()
 
 
-def write_karpathy(dataset: CaptionDataset | Iterable[Record], path: str | Path, *,
-                   dataset_name: str = "captionkit") -> Path:
+def write_karpathy(
+    dataset: CaptionDataset | Iterable[Record], path: str | Path, *, dataset_name: str = "captionkit"
+) -> Path:
     """Write Karpathy's split format; `read_karpathy` reads it back to the same records.
 
     dev is written as "val"; a record in no split gets `"split": null`. `filepath` is the image folder relative to
@@ -78,8 +81,9 @@ def write_karpathy(dataset: CaptionDataset | Iterable[Record], path: str | Path,
     return _write_json(path, {"dataset": dataset_name, "images": images})
 
 
-def write_coco_references(dataset: CaptionDataset | Iterable[Record], path: str | Path, *,
-                          split: str | None = None) -> Path:
+def write_coco_references(
+    dataset: CaptionDataset | Iterable[Record], path: str | Path, *, split: str | None = None
+) -> Path:
     """Write COCO caption references for one split (all records when `split` is None), as pycocoevalcap and
     pycocotools read them: {"images": [{"id", "file_name"}], "annotations": [{"id", "image_id", "caption"}]}.
 
@@ -97,6 +101,11 @@ def write_coco_references(dataset: CaptionDataset | Iterable[Record], path: str 
         images.append({"id": image_id, "file_name": file_name})
         for caption in record.captions:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": caption})
-    data = {"info": {"description": f"captionkit references ({split or 'all splits'})"}, "licenses": [],
-            "type": "captions", "images": images, "annotations": annotations}
+    data = {
+        "info": {"description": f"captionkit references ({split or 'all splits'})"},
+        "licenses": [],
+        "type": "captions",
+        "images": images,
+        "annotations": annotations,
+    }
     return _write_json(path, data)
