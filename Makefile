@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/captionkit demo --out runs/demo
 
+# Lint, format and the package layers (pyproject.toml) are part of the tests.
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 bench: install

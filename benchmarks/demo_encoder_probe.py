@@ -111,7 +111,7 @@ def zero_shot(run: Path, records: list, scenes: dict) -> dict[str, float]:
 def attention_on_objects(run: Path, records: list, scenes: dict) -> dict[str, float]:
     """Mean share of attention mass on the named objects, and the same share under uniform attention."""
     import captionkit
-    from captionkit.attention_maps import caption_with_attention, crop_fraction_of
+    from captionkit.inference.attention import caption_with_attention, crop_fraction_of
 
     captioner = captionkit.load(str(run / "demo-show-attend-tell" / "model"))
     assert crop_fraction_of(captioner) == 1.0  # the demo encoder sees the whole square image: grid = image

@@ -11,11 +11,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from captionkit.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration file, key or value that cannot be used; the message names it."""
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

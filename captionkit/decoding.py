@@ -11,11 +11,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 from captionkit.models.base import CaptionModel, uncached_logits
 
 BEAM_SCORINGS = ("default", "clipcap")
 NEG_INF = float("-inf")
+
+
+# DecodingConfig's fields a caller may set per request (CLI flags, server form fields, Captioner options).
+DECODING_OPTIONS = (
+    "num_beams",
+    "max_new_tokens",
+    "min_new_tokens",
+    "length_penalty",
+    "beam_scoring",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+)
 
 
 @dataclass

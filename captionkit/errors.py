@@ -1,9 +1,33 @@
-"""The error types a user can act on; the CLI prints them as one line instead of a traceback."""
+"""Every error a user can act on, in one place. The CLI prints these as one line on stderr (exit status 2) instead of
+a traceback; the message names the file, line or field and what to do. Imports nothing of captionkit (foundation)."""
 
 from __future__ import annotations
 
 
-class ImageLoadError(OSError):
+class CaptionkitError(Exception):
+    """Base of every user-facing captionkit error: the message alone tells the user what to fix."""
+
+
+class ConfigError(CaptionkitError, ValueError):
+    """A configuration file, key, value or option that cannot be used; the message names it."""
+
+
+class UnknownNameError(CaptionkitError, KeyError):
+    """A model type, preset, tokenizer or encoder name that is not registered; the message lists valid names."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class DatasetError(CaptionkitError, ValueError):
+    """A dataset that cannot be read; the message names the file (and line or field) and what to do."""
+
+
+class ModelDirError(CaptionkitError, ValueError):
+    """A model directory that cannot be loaded; the message names the file and what is wrong."""
+
+
+class ImageLoadError(CaptionkitError, OSError):
     """An image that cannot be used (missing, truncated, corrupt, too large); the message names the file."""
 
 
@@ -15,28 +39,14 @@ class NotAnImageError(ImageLoadError):
     """Data that is not an image in any format captionkit decodes (as opposed to a recognised but corrupt one)."""
 
 
-class FeatureCacheError(ValueError):
+class FeatureCacheError(CaptionkitError, ValueError):
     """A feature cache that does not match the dataset or encoder asked for; the message says what differs."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CaptionkitError, ValueError):
     """A checkpoint that cannot be loaded or resumed; the message names the file and the mismatch."""
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Every error type whose message tells the user what to fix (imported lazily: some modules pull in torch)."""
-    from captionkit.config import ConfigError
-    from captionkit.data.records import DatasetError
-    from captionkit.models.model_dir import ModelDirError
-    from captionkit.registry import UnknownNameError
-
-    return (
-        ConfigError,
-        DatasetError,
-        ModelDirError,
-        UnknownNameError,
-        ImageLoadError,
-        FeatureCacheError,
-        CheckpointError,
-        FileNotFoundError,
-    )
+    """What the CLI reports as one line: captionkit's own errors and a missing file the user named."""
+    return (CaptionkitError, FileNotFoundError)

@@ -7,18 +7,13 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
 
+from captionkit.errors import UnknownNameError
+
 T = TypeVar("T")
 
 _MODELS: dict[str, type] = {}
 _TOKENIZERS: dict[str, type] = {}
 _ENCODERS: dict[str, Callable[..., Any]] = {}
-
-
-class UnknownNameError(KeyError):
-    """A model type, preset, tokenizer or encoder name that is not registered; the message lists valid names."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
@@ -99,11 +94,21 @@ def get_preset(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+# Modules whose @register_* decorators fill the tables above, imported by name on the first lookup: the registry is
+# the foundation layer and never imports the models it names (import-linter checks it).
+BUILTIN_MODULES = (
+    "captionkit.models.tokenizers",
+    "captionkit.models.hf",
+    "captionkit.models.clipcap",
+    "captionkit.models.vgg",
+    "captionkit.models.show_tell",
+    "captionkit.models.show_attend_tell",
+)
+
+
 def _import_builtins() -> None:
     """Import the modules whose decorators fill the registries (kept lazy: importing captionkit stays cheap)."""
     import importlib
-
-    from captionkit.models import BUILTIN_MODULES  # noqa: WPS433 (deliberate lazy import)
 
     for module in BUILTIN_MODULES:
         importlib.import_module(module)

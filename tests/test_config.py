@@ -2,7 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from captionkit.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+from captionkit.config import apply_overrides, from_dict, load_config, to_dict
+from captionkit.errors import ConfigError
 
 
 @dataclass

@@ -26,10 +26,6 @@ COMMAND_MODULES = [
 ]
 
 
-class CLIError(Exception):
-    """An error the CLI prints as one line (no traceback) before exiting with status 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="captionkit", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

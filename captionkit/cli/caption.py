@@ -57,10 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import captionkit
-    from captionkit.batch_caption import caption_files, expand_image_paths
-    from captionkit.config import ConfigError, to_dict
+    from captionkit.config import to_dict
     from captionkit.decoding import DecodingConfig
-    from captionkit.rerank import RerankConfig
+    from captionkit.errors import ConfigError
+    from captionkit.inference.files import caption_files, expand_image_paths
+    from captionkit.inference.rerank import RerankConfig
 
     if args.dataset is not None:
         return _run_dataset(args)
@@ -101,12 +102,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_dataset(args: argparse.Namespace) -> int:
     import captionkit
-    from captionkit.bulk_caption import caption_shards
     from captionkit.cli.processes import launch_processes
-    from captionkit.config import ConfigError
     from captionkit.data.formats import load_dataset
-    from captionkit.data.records import DatasetError
     from captionkit.data.shards import plan_shards
+    from captionkit.errors import ConfigError, DatasetError
+    from captionkit.inference.bulk import caption_shards
 
     if not args.out or args.paths:
         raise ConfigError("--dataset SOURCE needs --out DIR (a folder for the per-shard files) and no image paths")
@@ -157,8 +157,8 @@ def _write_rows(out: Path, rows: list[dict], model: str, settings: dict) -> None
 
 
 def _write_attention(captioner, paths: list[Path], out: str, decoding: dict) -> int:
-    from captionkit.attention_maps import caption_with_attention, crop_fraction_of, render_attention_map
     from captionkit.data.images import load_image
+    from captionkit.inference.attention import caption_with_attention, crop_fraction_of, render_attention_map
 
     if len(paths) != 1:
         raise FileNotFoundError(f"--attention takes exactly one image, got {len(paths)}")

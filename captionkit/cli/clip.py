@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from captionkit.clip_pretrain import ClipPretrainConfig, pretrain_clip
     from captionkit.config import load_config
+    from captionkit.training.clip_pretrain import ClipPretrainConfig, pretrain_clip
 
     overrides = (
         list(args.overrides)

@@ -42,30 +42,17 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-DECODING_OPTIONS = (
-    "num_beams",
-    "max_new_tokens",
-    "min_new_tokens",
-    "length_penalty",
-    "beam_scoring",
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "seed",
-)
-
-
-RERANK_OPTIONS = ("rerank", "rerank_weight", "rerank_candidates", "rerank_clip")
-
-
 def rerank_options(args: argparse.Namespace) -> dict[str, Any]:
     """The reranking options the user gave, as Captioner.caption keyword arguments."""
+    from captionkit.inference.rerank import RERANK_OPTIONS  # lazy: the CLI starts without torch
+
     return {k: getattr(args, k) for k in RERANK_OPTIONS if getattr(args, k, None) is not None}
 
 
 def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Only the decoding options the user actually gave (the rest keep DecodingConfig's defaults)."""
+    from captionkit.decoding import DECODING_OPTIONS  # lazy: the CLI starts without torch
+
     return {k: getattr(args, k) for k in DECODING_OPTIONS if getattr(args, k, None) is not None}
 
 
@@ -99,7 +86,7 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     """--option KEY=VALUE items -> {key: value}, values parsed as YAML (true, null, 0.8, [a, b])."""
     import yaml
 
-    from captionkit.config import ConfigError
+    from captionkit.errors import ConfigError
 
     options: dict[str, Any] = {}
     for item in items:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from captionkit.demo import DemoConfig, format_table, run_demo
 
     if args.pretrain_encoders:
-        from captionkit.demo_encoders import DemoEncodersConfig, pretrain_demo_encoders
+        from captionkit.demo.encoders import DemoEncodersConfig, pretrain_demo_encoders
 
         installed = pretrain_demo_encoders(
             f"{args.out}/encoders", load_config(DemoEncodersConfig, args.config, args.overrides)

@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from captionkit.config import ConfigError, load_config
-    from captionkit.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
+    from captionkit.config import load_config
+    from captionkit.errors import ConfigError
+    from captionkit.training.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
 
     overrides = [*args.overrides, f"encoder={args.encoder}", f"data={args.data}"]
     for option in args.options:

@@ -72,8 +72,8 @@ def run_extract(args: argparse.Namespace) -> int:
     from captionkit.data.features import dataset_fingerprint
     from captionkit.data.features_sharded import extract_sharded
     from captionkit.data.formats import load_dataset
-    from captionkit.data.records import DatasetError
     from captionkit.data.shards import plan_shards
+    from captionkit.errors import DatasetError
     from captionkit.models.encoders import load_encoder
 
     dataset = load_dataset(args.dataset, format=args.format, **parse_options(args.option))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 
 API_KEY_ENV = "CAPTIONKIT_API_KEY"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from captionkit.config import ConfigError
+    from captionkit.errors import ConfigError
     from captionkit.training import load_run_config, train
 
     config_file = args.config

@@ -1,5 +1,6 @@
 """Datasets: readers/writers for every common caption format, safe image loading, text, feature caches."""
 
-from captionkit.data.records import SPLITS, CaptionDataset, DatasetError, Record
+from captionkit.data.records import SPLITS, CaptionDataset, Record
+from captionkit.errors import DatasetError
 
 __all__ = ["SPLITS", "CaptionDataset", "DatasetError", "Record"]

@@ -14,8 +14,8 @@ from captionkit.data.formats import SHARDED, read_dataset
 from captionkit.data.formats.common import Problem
 from captionkit.data.images import load_image
 from captionkit.data.records import SPLITS, Record, ShardImage
-from captionkit.data.text import word_tokenize
 from captionkit.errors import ImageLoadError
+from captionkit.models.tokenizers import word_tokenize
 
 
 def _files_in(directory: Path) -> set[str]:

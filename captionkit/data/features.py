@@ -30,11 +30,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from captionkit import __version__
 from captionkit.data.images import load_image
 from captionkit.data.records import Record, ShardImage
 from captionkit.errors import FeatureCacheError, ImageLoadError
 from captionkit.models.encoders import ImageEncoder
+from captionkit.version import __version__
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from torch import Tensor
 
-from captionkit import __version__
 from captionkit.data.features import (
     DTYPES,
     FORMAT,
@@ -37,6 +36,7 @@ from captionkit.data.features import (
 from captionkit.data.shards import InputShard, rank_shards
 from captionkit.errors import FeatureCacheError
 from captionkit.models.encoders import ImageEncoder
+from captionkit.version import __version__
 
 logger = logging.getLogger(__name__)
 

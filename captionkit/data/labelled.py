@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from captionkit.data.images import IMAGE_SUFFIXES, load_image
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 STREAM_PREFIX = "synth:"
 

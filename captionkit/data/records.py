@@ -6,11 +6,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from captionkit.errors import DatasetError
+
 SPLITS = ("train", "dev", "test")
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read; the message names the file (and line or field) and what to do."""
 
 
 @dataclass(frozen=True)

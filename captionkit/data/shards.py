@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.records import DatasetError, Record, ShardImage
+from captionkit.data.records import Record, ShardImage
+from captionkit.errors import DatasetError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 TABLE_SUFFIXES = (".parquet", ".arrow")

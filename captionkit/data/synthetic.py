@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from captionkit.config import ConfigError
-from captionkit.data.records import DatasetError
 from captionkit.data.scene_grammar import BACKGROUND_TEXTURES, BACKGROUNDS, COLOURS, SHAPES, SIZES, describe_scene
+from captionkit.errors import ConfigError, DatasetError
 
 # 128 px: on the 3x3 grid a large shape is ~32 px across and a small one ~21 px, so circle/square/triangle/star/
 # cross stay distinct even after an encoder halves the resolution (a prototype whose shapes were small learnt colours

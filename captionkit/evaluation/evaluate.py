@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,13 @@ def evaluate_model(
 
     rerank: Captioner.caption's reranking options ({"rerank": "clip", "rerank_weight": w, ...}); the settings
     go into decoding.json as "rerank"."""
-    import captionkit
     from captionkit.config import to_dict
     from captionkit.data.formats import load_dataset
     from captionkit.decoding import DecodingConfig
     from captionkit.evaluation.metrics import resolve_metrics, score
     from captionkit.evaluation.results import coco_results, write_json
-    from captionkit.rerank import RerankConfig
+    from captionkit.inference.captioner import Captioner
+    from captionkit.inference.rerank import RerankConfig
 
     decoding = dict(decoding or {})
     settings = to_dict(DecodingConfig(**decoding))  # validates the options before any captioning
@@ -108,7 +108,7 @@ def evaluate_model(
             ", ".join(missing[:3]),
             len(usable),
         )
-    captioner = captionkit.load(str(model_dir), device=device)
+    captioner = Captioner.from_dir(str(model_dir), device=device)
     texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding, **rerank)
     captions = {r.image_id: str(t) for r, t in zip(usable, texts)}
     scenes = _scenes_for(dataset)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.records import DatasetError
 from captionkit.data.scene_grammar import kind_counts, parse_objects
+from captionkit.errors import DatasetError
 
 __all__ = ["load_scenes", "object_f1", "parse_objects", "score_object_f1"]
 

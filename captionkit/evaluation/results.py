@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 
 @dataclass

@@ -1,11 +1,3 @@
-"""Captioning models, their text tokenizers and image encoders; each model one file, registered by name."""
-
-# Modules whose @register_* decorators fill captionkit.registry; imported on first registry lookup.
-BUILTIN_MODULES = [
-    "captionkit.data.text",
-    "captionkit.models.hf",
-    "captionkit.models.clipcap",
-    "captionkit.models.vgg",
-    "captionkit.models.show_tell",
-    "captionkit.models.show_attend_tell",
-]
+"""Captioning models, their text tokenizers and image encoders; each model one file, registered by name
+(`captionkit.registry.BUILTIN_MODULES`). May import the foundation (config, registry, errors) and the packaged
+weights, never data, decoding or anything above them."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 from captionkit.models import hf
 from captionkit.models.base import IGNORE_INDEX, CaptionModel, ModelOutput, TextTokenizer, caption_loss
 from captionkit.registry import register_model

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError, UnknownNameError
 from captionkit.models.encoders import ImageEncoder
 from captionkit.pretrained import packaged_path
-from captionkit.registry import UnknownNameError, register_encoder, register_tokenizer
+from captionkit.registry import register_encoder, register_tokenizer
 
 PACKAGED_PREFIX = "captionkit:"  # `captionkit:tiny-gpt2` names captionkit/presets/hf/tiny-gpt2.json
 EOS_TOKEN = "<|endoftext|>"  # GPT-2's end-of-text token (id 50256 in the real vocabulary)

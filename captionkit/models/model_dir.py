@@ -14,15 +14,12 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from captionkit.config import to_dict
+from captionkit.errors import ModelDirError
 from captionkit.models.base import CaptionModel, TextTokenizer, build_model
 from captionkit.models.encoders import absolute_spec, relative_spec
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class ModelDirError(ValueError):
-    """A model directory that cannot be loaded; the message names the file and what is wrong."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 from captionkit.models.base import CaptionModel, ModelOutput, TextTokenizer, caption_loss, select_rows
 from captionkit.registry import register_model
 
@@ -41,7 +41,7 @@ class WordLSTMModel(CaptionModel):
     @classmethod
     def build_tokenizer(cls, config: Any, train_captions: Iterable[str]) -> TextTokenizer:
         """The word vocabulary of the training captions (words seen fewer than `min_word_count` times -> <unk>)."""
-        from captionkit.data.text import WordVocab
+        from captionkit.models.tokenizers import WordVocab
 
         return WordVocab.build(list(train_captions), min_count=config.min_word_count)
 

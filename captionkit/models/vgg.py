@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from captionkit.errors import CheckpointError
+from captionkit.errors import CheckpointError, UnknownNameError
 from captionkit.models.encoders import ImageEncoder
 from captionkit.pretrained import PACKAGED, packaged_path
-from captionkit.registry import UnknownNameError, register_encoder
+from captionkit.registry import register_encoder
 
 # The files behind torchvision's VGG16_Weights.IMAGENET1K_V1 and VGG16_BN_Weights.IMAGENET1K_V1; the hex part of
 # each name starts its SHA-256 (check_hash verifies it).

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 from captionkit.models.encoders import relative_spec
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-import captionkit
-from captionkit.cli.common import DECODING_OPTIONS, RERANK_OPTIONS
+from captionkit.decoding import DECODING_OPTIONS
+from captionkit.inference.rerank import RERANK_OPTIONS
 from captionkit.serve import schemas
 from captionkit.serve.batcher import Overloaded
 from captionkit.serve.errors import ApiError, error_response
@@ -28,6 +28,7 @@ from captionkit.serve.options import batch_key, parse_options, resolve, resolve_
 from captionkit.serve.security import ApiKeyGuard, BodyLimit, OriginGuard
 from captionkit.serve.settings import ServeSettings
 from captionkit.serve.uploads import decode_images, read_request
+from captionkit.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def create_app(
 
     app = FastAPI(
         title="captionkit",
-        version=captionkit.__version__,
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,  # their pages load scripts from a CDN
@@ -182,7 +183,7 @@ def create_app(
     async def attention(
         request: Request, format: Literal["png", "json"] = Query("png", description="png or json")
     ) -> Response:
-        from captionkit.attention_maps import (
+        from captionkit.inference.attention import (
             attention_figure,
             attention_grid,
             caption_with_attention,

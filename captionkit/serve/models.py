@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from captionkit.captioner import Captioner
-from captionkit.config import ConfigError, to_dict
-from captionkit.rerank import RerankConfig
+from captionkit.config import to_dict
+from captionkit.errors import ConfigError
+from captionkit.inference.captioner import Captioner
+from captionkit.inference.rerank import RerankConfig
 from captionkit.serve.batcher import ModelWorker
 from captionkit.serve.errors import ApiError
 from captionkit.serve.settings import ServeSettings
@@ -65,9 +66,8 @@ class ServedModel:
 def load_captioner(source: ModelSource, device: str | None, rerank_clips: Sequence[str] = ()) -> Captioner:
     """A Captioner as given, or loaded from a model directory with its encoder built now (not on first request),
     and a reranker for each of `rerank_clips` (CLIP specs the server offers: a bad one fails start-up)."""
-    import captionkit
 
-    captioner = source if isinstance(source, Captioner) else captionkit.load(os.fspath(source), device=device)
+    captioner = source if isinstance(source, Captioner) else Captioner.from_dir(os.fspath(source), device=device)
     _ = captioner.encoder  # build (and fail on) the encoder at start-up
     for clip in rerank_clips:
         try:

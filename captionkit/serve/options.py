@@ -9,10 +9,9 @@ import typing
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-from captionkit.cli.common import DECODING_OPTIONS, RERANK_OPTIONS
-from captionkit.config import ConfigError
-from captionkit.decoding import DecodingConfig
-from captionkit.rerank import RerankConfig
+from captionkit.decoding import DECODING_OPTIONS, DecodingConfig
+from captionkit.errors import ConfigError
+from captionkit.inference.rerank import RERANK_OPTIONS, RerankConfig
 from captionkit.serve.errors import ApiError
 from captionkit.serve.settings import ServeSettings
 

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from captionkit.cli.common import DECODING_OPTIONS, RERANK_OPTIONS
-from captionkit.rerank import RERANK_METHODS
+from captionkit.decoding import DECODING_OPTIONS
+from captionkit.inference.rerank import RERANK_METHODS, RERANK_OPTIONS
 from captionkit.serve.options import OPTION_TYPES
 from captionkit.serve.uploads import IMAGE_FIELD, JSON_IMAGES
 

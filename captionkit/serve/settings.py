@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 
 
 @dataclass

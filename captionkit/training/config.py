@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captionkit.config import ConfigError, apply_overrides, from_dict, merge, read_config_file
+from captionkit.config import apply_overrides, from_dict, merge, read_config_file
+from captionkit.errors import ConfigError
 
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("no", "bf16", "fp16")

@@ -18,8 +18,7 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from captionkit.config import to_dict, write_resolved_config
-from captionkit.data.records import DatasetError
-from captionkit.errors import CheckpointError
+from captionkit.errors import CheckpointError, DatasetError
 from captionkit.models.base import CaptionModel, TextTokenizer, build_model
 from captionkit.models.model_dir import save_model_dir
 from captionkit.training import checkpoint as ckpt

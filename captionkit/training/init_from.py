@@ -11,10 +11,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_model
 
-from captionkit.config import ConfigError, merge
+from captionkit.config import merge
+from captionkit.errors import ConfigError, ModelDirError
 from captionkit.models.base import CaptionModel, TextTokenizer
 from captionkit.models.encoders import absolute_spec
-from captionkit.models.model_dir import WEIGHTS_NAME, ModelDirError, read_model_config
+from captionkit.models.model_dir import WEIGHTS_NAME, read_model_config
 
 SHOWN = 5  # differing keys named per kind in an error message
 

@@ -6,13 +6,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from captionkit import clip_pretrain
 from captionkit.cli import main
-from captionkit.clip_pretrain import ClipPretrainConfig, pretrain_clip, train_clip_tokenizer
-from captionkit.config import ConfigError
 from captionkit.data.synthetic import write_synthetic_dataset
+from captionkit.errors import ConfigError
 from captionkit.models import hf
 from captionkit.models.encoders import load_encoder
+from captionkit.training import clip_pretrain
+from captionkit.training.clip_pretrain import ClipPretrainConfig, pretrain_clip, train_clip_tokenizer
 
 
 def test_clip_tokenizer_in_clips_own_format(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import torch
 from clipcap_helpers import tiny_config
 
-from captionkit.config import ConfigError, from_dict
+from captionkit.config import from_dict
+from captionkit.errors import ConfigError
 from captionkit.models import hf
 from captionkit.models.base import IGNORE_INDEX, build_model, uncached_logits
 from captionkit.models.clipcap import ClipCapConfig, ClipCapModel

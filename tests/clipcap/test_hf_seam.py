@@ -10,12 +10,12 @@ import torch
 from clipcap_helpers import tiny_config
 from PIL import Image
 
-from captionkit.config import ConfigError
 from captionkit.data.text import encode_for_training
+from captionkit.errors import ConfigError, UnknownNameError
 from captionkit.models import hf
 from captionkit.models.clipcap import ClipCapModel
 from captionkit.models.encoders import load_encoder
-from captionkit.registry import UnknownNameError, get_tokenizer_class
+from captionkit.registry import get_tokenizer_class
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

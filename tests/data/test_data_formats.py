@@ -11,7 +11,7 @@ import pytest
 from data_helpers import SMALL_CAPTIONS, SMALL_SPLITS, token_lines, write_jpeg
 
 from captionkit.data.formats import hash_split, load_dataset, read_dataset, reader_options
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 BOGUS = "2258277193_586949ec62.jpg.1"
 

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from captionkit.data.formats import read_dataset
-from captionkit.data.records import CaptionDataset, DatasetError
+from captionkit.data.records import CaptionDataset
+from captionkit.errors import DatasetError
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # (file name, format): every reader the detection can pick for a single file

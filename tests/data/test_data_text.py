@@ -10,9 +10,10 @@ from typing import ClassVar
 import pytest
 import torch
 
-from captionkit.data.text import WordVocab, collate_captions, encode_for_training, normalize_caption, word_tokenize
+from captionkit.data.text import collate_captions, encode_for_training, normalize_caption
+from captionkit.errors import ModelDirError
 from captionkit.models.base import IGNORE_INDEX, TextTokenizer
-from captionkit.models.model_dir import ModelDirError
+from captionkit.models.tokenizers import WordVocab, word_tokenize
 from captionkit.registry import get_tokenizer_class
 
 
@@ -139,7 +140,7 @@ def test_gpt2_keeps_flickr_trailing_period_and_appends_eos(gpt2_tokenizer_dir):
 
 
 def test_encode_for_training_with_the_registered_gpt2_tokenizer(gpt2_tokenizer_dir):
-    from captionkit.registry import UnknownNameError
+    from captionkit.errors import UnknownNameError
 
     try:
         cls = get_tokenizer_class("gpt2")

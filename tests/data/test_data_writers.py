@@ -9,7 +9,8 @@ import pytest
 from captionkit.data.formats import load_dataset, read_dataset, write_coco_references, write_karpathy
 from captionkit.data.formats.common import ProblemLog
 from captionkit.data.formats.jsonfmt import read_coco
-from captionkit.data.records import DatasetError, Record
+from captionkit.data.records import Record
+from captionkit.errors import DatasetError
 
 
 def test_fixture_round_trips_through_karpathy(fixture_token, tmp_path):

@@ -12,13 +12,12 @@ from PIL import Image
 from torch import Tensor, nn
 
 import captionkit
-from captionkit.captioner import Captioner
-from captionkit.config import ConfigError
-from captionkit.data.text import WordVocab
 from captionkit.decoding import DecodingConfig, generate
-from captionkit.errors import ImageLoadError
+from captionkit.errors import ConfigError, ImageLoadError
+from captionkit.inference.captioner import Captioner
 from captionkit.models.base import build_model
 from captionkit.models.model_dir import save_model_dir
+from captionkit.models.tokenizers import WordVocab
 from captionkit.registry import get_preset
 
 CAPTIONS = ["A dog runs on the grass .", "Two people walk in the snow .", "A child jumps into a pool ."] * 4

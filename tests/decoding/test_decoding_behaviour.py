@@ -9,8 +9,9 @@ import pytest
 import torch
 from decoding_toys import EOS, bigram, make_toy, one_hot, toy_features
 
-from captionkit.config import ConfigError, from_dict, to_dict
+from captionkit.config import from_dict, to_dict
 from captionkit.decoding import DecodingConfig, beam_search, generate, greedy_search, sample
+from captionkit.errors import ConfigError
 
 A, B, C, D, X, Y = 2, 3, 4, 5, 6, 7  # token ids (EOS is 1)
 

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 import captionkit
-from captionkit import rerank as rerank_module
 from captionkit.cli import main
-from captionkit.config import ConfigError
 from captionkit.decoding import DecodingConfig, beam_search
-from captionkit.evaluation.clipscore import W, clip_scores
+from captionkit.errors import ConfigError
+from captionkit.evaluation.clipscore import clip_scores
+from captionkit.inference import rerank as rerank_module
+from captionkit.inference.clip_scorer import W
+from captionkit.inference.rerank import ClipReranker, RerankConfig, mean_log_probs
 from captionkit.models.model_dir import save_model_dir
 from captionkit.registry import get_preset
-from captionkit.rerank import ClipReranker, RerankConfig, mean_log_probs
 from captionkit.training.engine import build_model_and_tokenizer
 
 CAPTIONS = ["A dog runs on the grass .", "Two people walk in the snow .", "A child jumps into a pool ."] * 4

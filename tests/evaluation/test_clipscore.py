@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from captionkit.cli import main
-from captionkit.evaluation.clipscore import PREFIX, CLIPScorer, W, clip_scores, harmonic_mean
+from captionkit.evaluation.clipscore import clip_scores, harmonic_mean
 from captionkit.evaluation.metrics import score
+from captionkit.inference.clip_scorer import PREFIX, CLIPScorer, W
 
 TINY_CLIP = {
     "projection_dim": 16,

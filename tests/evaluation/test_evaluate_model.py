@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import captionkit
 from captionkit.cli import main
 from captionkit.config import to_dict
 from captionkit.data.formats import load_dataset
@@ -19,6 +18,7 @@ from captionkit.decoding import DecodingConfig
 from captionkit.evaluation.evaluate import evaluate_model
 from captionkit.evaluation.metrics import score
 from captionkit.evaluation.object_f1 import load_scenes
+from captionkit.inference.captioner import Captioner
 
 FAST = "bleu,rouge,cider"
 
@@ -41,7 +41,7 @@ def run_dir(tmp_path: Path, monkeypatch):
     refs = {r.image_id: r.captions[0] for r in load_dataset(data).records}
     fake = StandInCaptioner(refs)
     loaded: list[str] = []
-    monkeypatch.setattr(captionkit, "load", lambda d, device=None, **kw: loaded.append(d) or fake)
+    monkeypatch.setattr(Captioner, "from_dir", lambda d, device=None, **kw: loaded.append(d) or fake)
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
     return run, data, fake, loaded

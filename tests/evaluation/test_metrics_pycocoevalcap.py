@@ -11,7 +11,7 @@ import random
 import numpy as np
 import pytest
 
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 from captionkit.evaluation import metrics
 from captionkit.evaluation.metrics import COCO_METRICS, resolve_metrics, score
 

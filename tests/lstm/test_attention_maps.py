@@ -10,7 +10,8 @@ import torch
 from lstm_helpers import features_for, merge_model, sat_model
 from PIL import Image
 
-from captionkit.attention_maps import (
+from captionkit.errors import ConfigError
+from captionkit.inference.attention import (
     COLUMNS,
     LABEL_PX,
     PANEL_PX,
@@ -19,11 +20,10 @@ from captionkit.attention_maps import (
     encoder_view,
     render_attention_map,
 )
-from captionkit.captioner import Captioner
-from captionkit.config import ConfigError
-from captionkit.data.text import WordVocab
+from captionkit.inference.captioner import Captioner
 from captionkit.models.base import build_model
 from captionkit.models.show_attend_tell import attention_for
+from captionkit.models.tokenizers import WordVocab
 
 
 def grey_image() -> Image.Image:

@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from captionkit.config import from_dict
-from captionkit.data.text import WordVocab, collate_captions, encode_for_training
+from captionkit.data.text import collate_captions, encode_for_training
 from captionkit.decoding import generate
 from captionkit.models.model_dir import load_model_dir, save_model_dir
+from captionkit.models.tokenizers import WordVocab
 from captionkit.registry import get_model_class
 
 TRAIN_CAPTIONS = [

@@ -6,8 +6,8 @@ import pytest
 import torch
 from lstm_helpers import BUILDERS, EOS, GRID, VOCAB, batch_of, features_for, merge_model, sat_model
 
-from captionkit.config import ConfigError
 from captionkit.decoding import generate
+from captionkit.errors import ConfigError
 from captionkit.models.base import IGNORE_INDEX, build_model, caption_loss, uncached_logits
 from captionkit.models.show_attend_tell import ShowAttendTellConfig, attention_for, attention_regularizer
 from captionkit.models.show_tell import ShowTellMergeConfig

@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 from lstm_helpers import batch_of
 
-from captionkit.config import ConfigError
 from captionkit.data.formats import load_dataset
 from captionkit.data.images import load_image
 from captionkit.data.synthetic import write_synthetic_dataset
-from captionkit.data.text import WordVocab, collate_captions, encode_for_training
+from captionkit.data.text import collate_captions, encode_for_training
 from captionkit.decoding import generate
+from captionkit.errors import ConfigError
 from captionkit.models.base import build_model
+from captionkit.models.tokenizers import WordVocab
 
 CAPTIONS = [[5, 6, 7], [8, 9]]
 

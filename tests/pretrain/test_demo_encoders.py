@@ -3,10 +3,10 @@
 import torch
 from safetensors.torch import load_file
 
-from captionkit.demo_encoders import DemoEncodersConfig, pretrain_demo_encoders
-from captionkit.encoder_pretrain import EncoderPretrainConfig
+from captionkit.demo.encoders import DemoEncodersConfig, pretrain_demo_encoders
 from captionkit.models import hf
 from captionkit.models.encoders import load_encoder
+from captionkit.training.encoder_pretrain import EncoderPretrainConfig
 
 TINY = dict(steps=2, batch_size=2, checkpoint_every_steps=2, num_workers=0, eval_images=2)
 

@@ -6,11 +6,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from captionkit.cli import main
-from captionkit.config import ConfigError
-from captionkit.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
+from captionkit.errors import ConfigError
 from captionkit.models import hf
 from captionkit.models.encoders import load_encoder
 from captionkit.training import checkpoint as ckpt
+from captionkit.training.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
 
 TINY = dict(steps=4, batch_size=4, checkpoint_every_steps=2, num_workers=0, eval_images=4)
 
@@ -47,7 +47,7 @@ def test_vgg_pretrained_on_class_folders_loads_as_an_encoder(tmp_path, capsys):
 
 def test_a_finite_source_is_shuffled_even_when_one_epoch_covers_the_run(tmp_path):
     from captionkit.data.labelled import LabelledFiles
-    from captionkit.encoder_pretrain import LabelVocabulary, _Positions
+    from captionkit.training.encoder_pretrain import LabelVocabulary, _Positions
 
     source = LabelledFiles([tmp_path / f"{i}.png" for i in range(100)], [["a"]] * 100, ["a"])
     positions = _Positions(source, LabelVocabulary(["a"]), lambda image: image, 0, 8, seed=0)
@@ -78,8 +78,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_a_clip_image_tower_trains_and_lit_keeps_it_locked(tmp_path):
-    from captionkit.clip_pretrain import ClipPretrainConfig, pretrain_clip
     from captionkit.data.synthetic import write_synthetic_dataset
+    from captionkit.training.clip_pretrain import ClipPretrainConfig, pretrain_clip
 
     tower = pretrain_encoder(
         tmp_path / "tower",
@@ -115,7 +115,7 @@ def test_a_clip_image_tower_trains_and_lit_keeps_it_locked(tmp_path):
 
 
 def test_label_groups_weigh_equally_and_the_curriculum_starts_with_its_groups(tmp_path):
-    from captionkit.encoder_pretrain import grouped_bce
+    from captionkit.training.encoder_pretrain import grouped_bce
 
     logits, targets = torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])
     groups = torch.tensor([0, 1, 1, 1])  # one label against three: each group is half the loss

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from captionkit.data.labelled import load_labelled
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 
 def _image(path, colour=(200, 30, 30)):

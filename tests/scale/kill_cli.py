@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 
-import captionkit.bulk_caption as bulk
+import captionkit.inference.bulk as bulk
 from captionkit.cli import main
 
 _commit = bulk._commit

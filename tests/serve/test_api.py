@@ -265,7 +265,7 @@ def test_attention_png_and_json(client):
     assert len(data["words"]) >= 3 and len(data["weights"]) == len(data["words"])
     assert all(len(row) == 49 and abs(sum(row) - 1) < 1e-4 for row in data["weights"])
     assert data["crop"] == [8, 0, 48]  # the whole 48 px square: the tiny encoder resizes to its crop size
-    from captionkit.attention_maps import attention_map_size
+    from captionkit.inference.attention import attention_map_size
 
     assert figure.size == attention_map_size(len(data["words"]))
     caption = client.post("/v1/captions", files=files(("a.png", RED)), data={"model": "sat"}).json()

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from serve_helpers import image_bytes, make_client
 
-from captionkit import rerank as rerank_module
+from captionkit.inference import rerank as rerank_module
 
 RED, GREEN = image_bytes((200, 30, 30)), image_bytes((30, 200, 30), size=(40, 70), fmt="JPEG")
 
@@ -38,7 +38,7 @@ def error_message(response, status: int = 422) -> str:
 
 def test_a_reranked_request_gets_the_python_apis_caption(client, rerank_captioners, monkeypatch):
     captioner = rerank_captioners["clipcap"]
-    chosen = []  # the server must rerank through captionkit.rerank, not decode plainly
+    chosen = []  # the server must rerank through captionkit.inference.rerank, not decode plainly
     real_choose = rerank_module.ClipReranker.choose
     monkeypatch.setattr(
         rerank_module.ClipReranker, "choose", lambda self, *args: chosen.append(self.config) or real_choose(self, *args)

@@ -6,7 +6,7 @@ import pytest
 
 from captionkit.cli import main
 from captionkit.cli.serve import check_host, parse_model_specs
-from captionkit.config import ConfigError
+from captionkit.errors import ConfigError
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "example.org"])

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 SLOW_SERVER = """
 import sys, time
 from pathlib import Path
-from captionkit.captioner import Captioner
+from captionkit.inference.captioner import Captioner
 real = Captioner.generate
 def slow_generate(self, *args, **kwargs):
     Path(sys.argv[1]).touch()

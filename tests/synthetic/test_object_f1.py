@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from captionkit.data.records import DatasetError
 from captionkit.data.scene_grammar import RELATION_WORDS, SHAPE_NOUNS, SHAPES, describe_scene
+from captionkit.errors import DatasetError
 from captionkit.evaluation.object_f1 import load_scenes, object_f1, parse_objects, score_object_f1
 
 

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captionkit.config import ConfigError
-from captionkit.data.records import DatasetError
 from captionkit.data.scene_grammar import BACKGROUNDS, COLOURS, SHAPES, SIZES
 from captionkit.data.synthetic import DEFAULT_SIZE, EXTENT, write_synthetic_dataset
+from captionkit.errors import ConfigError, DatasetError
 from captionkit.evaluation.object_f1 import load_scenes
 
 

@@ -205,7 +205,7 @@ def test_tiny_scst_preset_fine_tunes_a_cross_entropy_model(parent, preset, synth
 
 
 def test_scst_settings_are_checked(toy_dataset, tmp_path):
-    from captionkit.config import ConfigError
+    from captionkit.errors import ConfigError
 
     base = [
         f"dataset={toy_dataset}",

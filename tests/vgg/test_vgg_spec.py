@@ -8,11 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from captionkit.errors import CheckpointError
+from captionkit.errors import CheckpointError, UnknownNameError
 from captionkit.models import vgg
 from captionkit.models.encoders import load_encoder
 from captionkit.models.vgg import VARIANTS, VGG16
-from captionkit.registry import UnknownNameError
 
 
 @pytest.fixture(scope="module")

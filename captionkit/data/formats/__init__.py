@@ -27,8 +27,9 @@ from captionkit.data.formats.jsonfmt import find_coco, find_karpathy, load_json,
 from captionkit.data.formats.sharded import HF_PREFIX, find_hf_dir, find_shards, read_hf, read_parquet, read_webdataset
 from captionkit.data.formats.table import TABLE_FILES, find_table, read_table
 from captionkit.data.formats.writers import write_coco_references, write_karpathy
-from captionkit.data.records import CaptionDataset, DatasetError
+from captionkit.data.records import CaptionDataset
 from captionkit.data.shards import TAR_SUFFIXES, is_shard_list, shard_suffix
+from captionkit.errors import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.records import SPLITS, CaptionDataset, DatasetError, Record
+from captionkit.data.records import SPLITS, CaptionDataset, Record
+from captionkit.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 # Names of the image folder in the layouts people actually have, in the order they are tried.

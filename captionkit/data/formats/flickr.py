@@ -25,7 +25,7 @@ from captionkit.data.formats.common import (
     report_unlisted,
     split_lookup,
 )
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 TEXT_DIR_NAMES = ("Text", "Flickr8k_text", "flickr8k_text")
 FLICKR8K_TOKEN = "Flickr8k.token.txt"

@@ -18,7 +18,7 @@ from captionkit.data.formats.common import (
     normalize_split,
     read_text,
 )
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 
 def _only(found: list[Path], directory: Path, what: str) -> Path | None:

@@ -20,8 +20,9 @@ from captionkit.data.formats.common import (
     normalize_split,
 )
 from captionkit.data.formats.table import CAPTION_COLUMNS, IMAGE_COLUMNS, NUMBERED_CAPTION
-from captionkit.data.records import SPLITS, DatasetError, Record
+from captionkit.data.records import SPLITS, Record
 from captionkit.data.shards import expand_shards, iter_table_rows, list_tar, table_columns
+from captionkit.errors import DatasetError
 
 HF_PREFIX = "hf:"
 KEY_COLUMNS = ("key", "__key__", "image_id", "id", "file_name", "filename")

@@ -25,7 +25,7 @@ from captionkit.data.formats.common import (
     normalize_split,
     read_text,
 )
-from captionkit.data.records import DatasetError
+from captionkit.errors import DatasetError
 
 IMAGE_COLUMNS = ("image", "image_id", "file_name", "filename", "image_name", "image_path", "file", "path", "img")
 CAPTION_COLUMNS = ("caption", "captions", "text", "sentence", "sentences", "comment", "raw")

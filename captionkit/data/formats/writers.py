@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from captionkit.data.records import CaptionDataset, DatasetError, Record
-from captionkit.data.text import word_tokenize
+from captionkit.data.records import CaptionDataset, Record
+from captionkit.errors import DatasetError
+from captionkit.models.tokenizers import word_tokenize
 
 KARPATHY_SPLITS = {"train": "train", "dev": "val", "test": "test", None: None}
 

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captionkit.config import ConfigError, to_dict, write_resolved_config
+from captionkit.config import to_dict, write_resolved_config
 from captionkit.data.labelled import STREAM_PREFIX, LabelledImages, load_labelled
-from captionkit.errors import CheckpointError
+from captionkit.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 DONE_MARKER = "pretrain_done.json"

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from captionkit.clip_pretrain import ClipPretrainConfig
 from captionkit.config import to_dict, write_resolved_config
-from captionkit.registry import UnknownNameError
+from captionkit.errors import UnknownNameError
+from captionkit.training.clip_pretrain import ClipPretrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
     models = _ordered(cfg.models)
     if any("{clip}" in o for m in models for o in DEMO_MODELS[m]):
-        from captionkit.clip_pretrain import pretrain_clip
+        from captionkit.training.clip_pretrain import pretrain_clip
 
         made_by["{clip}"] = [
             data_key,

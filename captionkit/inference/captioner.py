@@ -12,9 +12,9 @@ from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from captionkit.config import ConfigError
 from captionkit.data.records import ShardImage
 from captionkit.decoding import DecodingConfig, generate
+from captionkit.errors import ConfigError
 from captionkit.models.base import CaptionModel, TextTokenizer
 from captionkit.models.encoders import ImageEncoder, load_encoder
 
@@ -141,7 +141,7 @@ class Captioner:
         and keep the best by (1 - rerank_weight) * mean token log-probability + rerank_weight * CLIP-S, with the
         model's own CLIP (ClipCap) or the CLIP `rerank_clip` names ("clip:SOURCE"; needed for VGG-family models).
         """
-        from captionkit.rerank import RerankConfig
+        from captionkit.inference.rerank import RerankConfig
 
         items = (
             [images_or_paths]
@@ -167,7 +167,7 @@ class Captioner:
         self, features: Tensor, images: Sequence[Image.Image], rerank: Any = None, **decoding: Any
     ) -> list[list[int]]:
         """Caption ids for the (B, *feature_shape) `features` of `images`: decoded as `decoding` says, or with `rerank`
-        (a captionkit.rerank.RerankConfig) the best of its candidates (the images feed a CLIP other than the
+        (a captionkit.inference.rerank.RerankConfig) the best of its candidates (the images feed a CLIP other than the
         model's encoder). The step `caption` runs per batch, and the server per micro-batch."""
         if rerank is None:
             return self.generate(features, **decoding)
@@ -176,8 +176,8 @@ class Captioner:
         )
 
     def reranker(self, config: Any) -> Any:
-        """A ClipReranker for a captionkit.rerank.RerankConfig; its CLIP is loaded once per captioner and spec."""
-        from captionkit.rerank import ClipReranker
+        """A ClipReranker for a RerankConfig; its CLIP is loaded once per captioner and spec."""
+        from captionkit.inference.rerank import ClipReranker
 
         key = config.clip or ""
         if key not in self._rerankers:

@@ -13,8 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from captionkit.encoder_pretrain import CLIP_DIR, VGG_WEIGHTS, EncoderPretrainConfig, pretrain_encoder
 from captionkit.pretrained import DIRECTORY, PACKAGED
+from captionkit.training.encoder_pretrain import CLIP_DIR, VGG_WEIGHTS, EncoderPretrainConfig, pretrain_encoder
 
 log = logging.getLogger(__name__)
 

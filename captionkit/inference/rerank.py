@@ -12,11 +12,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from captionkit.config import ConfigError
 from captionkit.decoding import DecodingConfig, beam_search, caption_targets, generate
+from captionkit.errors import ConfigError
 from captionkit.models.base import CaptionModel, TextTokenizer, sequence_log_probs
 
 RERANK_METHODS = ("clip",)
+
+
+# RerankConfig's fields a caller may set per request (CLI flags, server form fields).
+RERANK_OPTIONS = ("rerank", "rerank_weight", "rerank_candidates", "rerank_clip")
 
 
 @dataclass
@@ -126,14 +130,14 @@ class ClipReranker:
 
     def __init__(self, config: RerankConfig, scorer: Any, features_are_clip: bool) -> None:
         self.config = config
-        self.scorer = scorer  # captionkit.evaluation.clipscore.CLIPScorer
+        self.scorer = scorer  # captionkit.inference.clip_scorer.CLIPScorer
         self.features_are_clip = features_are_clip  # the model reads this CLIP's image embeddings: reuse them
 
     @classmethod
     def for_encoder(cls, config: RerankConfig, encoder: Any, device: torch.device | str) -> ClipReranker:
         """The CLIP of `config.clip`, else `encoder` itself when it is a CLIP (a ClipCap model's); a model whose
         encoder has no text tower (VGG) without `config.clip` is a ConfigError."""
-        from captionkit.evaluation.clipscore import CLIPScorer
+        from captionkit.inference.clip_scorer import CLIPScorer
         from captionkit.models import hf
         from captionkit.models.encoders import parse_spec
 
@@ -172,7 +176,7 @@ class ClipReranker:
             image_emb = self.scorer.image_embeddings(list(images)).cpu()
         texts = [tokenizer.decode(seq).strip() for group in candidates for seq in group]
         rows = torch.tensor([i for i, group in enumerate(candidates) for _ in group])
-        from captionkit.evaluation.clipscore import clip_s
+        from captionkit.inference.clip_scorer import clip_s
 
         clip = clip_s(image_emb.index_select(0, rows), self.scorer.text_embeddings(texts).cpu())
         scores = combined_scores(logp, clip, self.config.weight)

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from captionkit.config import ConfigError, to_dict, write_resolved_config
+from captionkit.config import to_dict, write_resolved_config
 from captionkit.data.formats import load_dataset
 from captionkit.data.images import load_image
-from captionkit.errors import CheckpointError
+from captionkit.errors import CheckpointError, ConfigError
 from captionkit.models import hf
 from captionkit.training.checkpoint import capture_rng, restore_rng
 from captionkit.training.logging import truncate_jsonl

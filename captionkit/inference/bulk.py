@@ -12,8 +12,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from captionkit.batch_caption import caption_files
 from captionkit.data.shards import InputShard, rank_shards
+from captionkit.inference.files import caption_files
 
 JOINED = "captions.jsonl"
 UNREADABLE = "unreadable.json"

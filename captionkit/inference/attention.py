@@ -28,9 +28,9 @@ def attention_map_size(num_words: int, columns: int = COLUMNS) -> tuple[int, int
 
 
 def caption_with_attention(captioner: Any, image: Image.Image, **decoding: Any) -> tuple[list[str], Tensor]:
-    """Caption one image with an attention model (a captionkit.captioner.Captioner): its words, and the
+    """Caption one image with an attention model (a captionkit.inference.captioner.Captioner): its words, and the
     attention weights (T, L) over the encoder's grid that produced each of them."""
-    from captionkit.config import ConfigError
+    from captionkit.errors import ConfigError
     from captionkit.models.show_attend_tell import ShowAttendTell, attention_for
 
     if not isinstance(captioner.model, ShowAttendTell):
