@@ -1,13 +1,15 @@
 """`captionkit demo --pretrain-encoders`: make the demo's shipped encoders (captionkit/pretrained/) from a fixed seed.
 
-Both are trained as multi-label classifiers on the labelled scene stream `synth:0` (data/scene_stream.py), the
-offline analogue of ImageNet: a VGG16-bn-layout network (`vgg16-bn-small`) and the image side of a small CLIP
-(`captionkit:demo-clip`, a ViT). The caption dataset's pictures are never among them. The weights are then written
-into the package in fp16 (small enough to ship), where `make demo` finds them.
+Both are trained as multi-label classifiers on the labelled scene stream (data/scene_stream.py), the offline
+analogue of ImageNet: a VGG16-bn-layout network (`vgg16-bn-small`, in two stages: shape labels first, then every
+label from those weights with a new optimizer) and the image side of a small CLIP (`captionkit:demo-clip`, a ViT).
+The caption dataset's pictures are never among them. The weights are then written into the package in fp16 (small
+enough to ship), where `make demo` finds them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -35,6 +37,13 @@ class DemoEncodersConfig:
             first_other_weight=0.3,
         )
     )
+    # The second stage: every label, from the first stage's weights with a new optimizer and warm-up (`init_from`
+    # is filled in with the first stage's output). Fresh stream images (seed 2), held-out evaluation on seed 3.
+    vgg_all_labels: EncoderPretrainConfig = field(
+        default_factory=lambda: EncoderPretrainConfig(
+            encoder="vgg16-bn-small", data="synth:2", steps=2000, batch_size=32, lr=1e-3, mixed_precision="bf16"
+        )
+    )
     clip: EncoderPretrainConfig = field(
         default_factory=lambda: EncoderPretrainConfig(
             encoder="clip:captionkit:demo-clip", data="synth:0", steps=5000, batch_size=64, lr=1e-3, label_loss="mean"
@@ -49,7 +58,10 @@ def pretrain_demo_encoders(
     pretrained/ folder). Returns {name: installed path}."""
     cfg = config or DemoEncodersConfig()
     work = Path(work)
-    vgg_run = pretrain_encoder(work / "vgg", cfg.vgg)
+    vgg_first = pretrain_encoder(work / "vgg", cfg.vgg)
+    vgg_run = pretrain_encoder(
+        work / "vgg-all-labels", dataclasses.replace(cfg.vgg_all_labels, init_from=str(vgg_first / VGG_WEIGHTS))
+    )
     clip_run = pretrain_encoder(work / "clip", cfg.clip)
     install.mkdir(parents=True, exist_ok=True)
     vgg_file = install / PACKAGED[("vgg16-bn-small", "demo")]

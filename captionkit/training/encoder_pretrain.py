@@ -58,6 +58,11 @@ class EncoderPretrainConfig:
     first_groups: list[str] = field(default_factory=list)
     first_steps: int = 0
     first_other_weight: float = 0.0  # the weight of the other groups' loss during the first steps
+    # A VGG weights file (an earlier run's weights.safetensors) to start from instead of random weights, with a new
+    # optimizer and warm-up: a second stage of training. Measured on the demo's VGG: after shape labels it stayed
+    # blind to colour (0.73, the majority rate) while training on with the same optimizer state; restarted like this,
+    # colour rose from 0.70 to 0.81 in 500 steps.
+    init_from: str = ""
     mixed_precision: str = "no"  # "bf16": autocast (CPUs with AVX-512 BF16 or AMX, and GPUs), weights stay fp32
     num_workers: int = 1  # processes decoding (or drawing) images beside the training process
     checkpoint_every_steps: int = 250
@@ -152,6 +157,8 @@ def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = Non
     first_mask = _first_mask(source, cfg)
     set_seed(cfg.seed)
     classifier = build_classifier(cfg.encoder, len(vocab.names))
+    if cfg.init_from:
+        _load_init_weights(classifier.net, cfg.encoder, cfg.init_from)
     has_gpu = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not has_gpu, mixed_precision=cfg.mixed_precision)
     checkpoints, invalid = ckpt.find_checkpoints(out)
@@ -244,6 +251,19 @@ class _ScheduleSettings:
     warmup_ratio: float
     warmup_steps: int = 0
     schedule: str = "cosine"
+
+
+def _load_init_weights(net: nn.Module, encoder: str, path: str) -> None:
+    """Start from an earlier run's VGG weights (same kind and labels) instead of random init."""
+    from captionkit.models import vgg
+
+    if encoder not in vgg.VARIANTS:
+        raise ConfigError(f"init_from={path!r}: only a VGG kind can start from a weights file, not {encoder!r}")
+    if not Path(path).is_file():
+        raise ConfigError(f"init_from={path!r}: no such weights file (an earlier run's {VGG_WEIGHTS})")
+    state, source = vgg.read_weights(path, encoder)
+    vgg.load_state(net, state, source)  # strict: another kind or label count is a CheckpointError naming the key
+    net.float()
 
 
 def _dense(groups: Tensor) -> Tensor:
@@ -372,7 +392,8 @@ def _check_settings(out: Path, cfg: EncoderPretrainConfig) -> None:
         return
     before = json.loads(path.read_text(encoding="utf-8"))
     now = json.loads(json.dumps(to_dict(cfg)))
-    changed = sorted(k for k in {*before, *now} if before.get(k) != now.get(k))
+    defaults = json.loads(json.dumps(to_dict(EncoderPretrainConfig())))  # a setting added later: its default matches
+    changed = sorted(k for k in {*before, *now} if before.get(k, defaults.get(k)) != now.get(k))
     if changed:
         raise ConfigError(
             f"{out} was started with {changed[0]}={before.get(changed[0])!r}, now "

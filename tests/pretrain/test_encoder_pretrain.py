@@ -1,5 +1,7 @@
 """`encoder pretrain`: a classifier run writes an encoder the specs load, resumes exactly, refuses changed settings."""
 
+import dataclasses
+
 import pytest
 import torch
 from PIL import Image
@@ -130,3 +132,23 @@ def test_label_groups_weigh_equally_and_the_curriculum_starts_with_its_groups(tm
             tmp_path / "bad",
             EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", first_groups=["size"], first_steps=2, **TINY),
         )
+
+
+def test_a_second_stage_starts_from_the_first_stage_weights(tmp_path):
+    first = pretrain_encoder(
+        tmp_path / "first", EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", **TINY), progress=False
+    )
+    weights = first / "weights.safetensors"
+    # lr 0: nothing moves, so the second stage's output is exactly what it started from
+    still = EncoderPretrainConfig(encoder="vgg16-small", data="synth:2", init_from=str(weights), **{**TINY, "steps": 2})
+    second = pretrain_encoder(tmp_path / "second", dataclasses.replace(still, lr=0.0), progress=False)
+    before, after = load_file(str(weights)), load_file(str(second / "weights.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked"))
+    fresh = pretrain_encoder(
+        tmp_path / "fresh", EncoderPretrainConfig(encoder="vgg16-small", data="synth:2", lr=0.0, **TINY), progress=False
+    )
+    assert not torch.equal(
+        load_file(str(fresh / "weights.safetensors"))["features.0.weight"], before["features.0.weight"]
+    )
+    with pytest.raises(ConfigError, match="no such weights file"):
+        pretrain_encoder(tmp_path / "bad", dataclasses.replace(still, init_from=str(tmp_path / "none.safetensors")))
