@@ -150,7 +150,11 @@ class ClipReranker:
                 )
             return cls(config, CLIPScorer(spec.source, device=str(device)), features_are_clip=False)
         if isinstance(encoder, hf.CLIPImageEncoder):
-            return cls(config, CLIPScorer(parse_spec(encoder.spec).source, device=str(device), loaded=encoder), features_are_clip=True)
+            return cls(
+                config,
+                CLIPScorer(parse_spec(encoder.spec).source, device=str(device), loaded=encoder),
+                features_are_clip=True,
+            )
         spec = getattr(encoder, "spec", type(encoder).__name__)
         raise ConfigError(
             f"CLIP reranking needs a CLIP with a text tower and this model's encoder {spec!r} has "

@@ -27,7 +27,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device {str(device)!r} is not a device name; devices here: {', '.join(available_devices())}") from exc
+        raise ConfigError(
+            f"device {str(device)!r} is not a device name; devices here: {', '.join(available_devices())}"
+        ) from exc
     here = ", ".join(available_devices())
     if chosen.type == "cuda":
         if not torch.cuda.is_available():

@@ -15,7 +15,14 @@ from captionkit.models.base import CaptionModel, TextTokenizer, build_model_and_
 from captionkit.models.model_dir import save_model_dir
 from captionkit.training import checkpoint as ckpt
 from captionkit.training.config import RunConfig
-from captionkit.training.data import PairDataset, PixelSource, caption_pairs, feature_source, usable_records, with_features
+from captionkit.training.data import (
+    PairDataset,
+    PixelSource,
+    caption_pairs,
+    feature_source,
+    usable_records,
+    with_features,
+)
 from captionkit.training.dev_eval import DevEvaluator
 from captionkit.training.engine import Engine, Job, TrainerState
 from captionkit.training.init_from import init_tokenizer, load_init_weights

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
     """On the default device (a GPU when there is one, else the CPU: under torchrun on CPU `cpu=True` is what makes
-    the processes one run). bf16 autocast runs on both (CPUs with AVX-512 BF16 or AMX gain from it); fp16 needs a GPU."""
+    the processes one run). bf16 autocast runs on both (CPUs with AVX-512 BF16 or AMX gain from it); fp16 needs a
+    GPU."""
     on_cpu = default_device().type == "cpu"
     precision = config.mixed_precision
     if on_cpu and precision == "fp16":

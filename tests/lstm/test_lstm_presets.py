@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from captionkit.models.base import build_model_and_tokenizer
 from captionkit.models.encoders import parse_spec
 from captionkit.registry import get_model_class, get_preset
 from captionkit.training.config import load_run_config
-from captionkit.models.base import build_model_and_tokenizer
 
 CAPTIONS = ["a red circle .", "two blue squares on a white background ."]
 PRESETS = {

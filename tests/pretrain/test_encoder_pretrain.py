@@ -115,7 +115,7 @@ def test_a_clip_image_tower_trains_and_lit_keeps_it_locked(tmp_path):
 
 
 def test_label_groups_weigh_equally_and_the_curriculum_starts_with_its_groups(tmp_path):
-    from captionkit.training.encoder_pretrain import grouped_bce
+    from captionkit.training.pretrain_objectives import grouped_bce
 
     logits, targets = torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]])
     groups = torch.tensor([0, 1, 1, 1])  # one label against three: each group is half the loss
