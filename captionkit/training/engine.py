@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import Tensor, nn
 
@@ -150,6 +151,9 @@ class Engine:
                 self._run(resume)
         finally:
             self.accelerator.end_training()
+            # accelerate keeps its settings in a process-wide singleton: forget them (the process group stays), so
+            # a later job in this process may use another precision (clip pretrain in bf16, then caption training)
+            AcceleratorState._reset_state(reset_partial_state=False)
 
     def _run(self, resume: bool) -> None:
         acc, tc, job = self.accelerator, self.tc, self.job

@@ -88,3 +88,23 @@ def test_a_started_train_writes_its_resolved_config(toy_dataset, tmp_path):
     out = tmp_path / "run"
     train(from_dict(RunConfig, toy_config(toy_dataset, out, epochs=1)))
     assert (out / "resolved_config.json").is_file()
+
+
+def test_mixed_precision_follows_the_device(monkeypatch):
+    """One rule for every job: bf16 autocast on CPU too (encoder pretraining used it), fp16 only on a GPU."""
+    from captionkit.training.config import TrainConfig
+    from captionkit.training.engine import make_accelerator
+
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for asked, used in (("bf16", "bf16"), ("fp16", "no"), ("no", "no")):
+        assert make_accelerator(TrainConfig(mixed_precision=asked)).mixed_precision == used
+        AcceleratorState._reset_state(reset_partial_state=False)  # what the engine does after every run
+
+
+def test_jobs_of_different_precisions_run_in_one_process(toy_dataset, tmp_path):
+    """The engine forgets accelerate's process-wide settings after a run: a bf16 job, then an fp32 one."""
+    train(from_dict(RunConfig, toy_config(toy_dataset, tmp_path / "a", epochs=1, mixed_precision="bf16")))
+    train(from_dict(RunConfig, toy_config(toy_dataset, tmp_path / "b", epochs=1)))
+    assert (tmp_path / "b" / "model").is_dir()
