@@ -92,10 +92,10 @@ def test_a_started_train_writes_its_resolved_config(toy_dataset, tmp_path):
 
 def test_mixed_precision_follows_the_device(monkeypatch):
     """One rule for every job: bf16 autocast on CPU too (encoder pretraining used it), fp16 only on a GPU."""
+    from accelerate.state import AcceleratorState
+
     from captionkit.training.config import TrainConfig
     from captionkit.training.engine import make_accelerator
-
-    from accelerate.state import AcceleratorState
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for asked, used in (("bf16", "bf16"), ("fp16", "no"), ("no", "no")):
