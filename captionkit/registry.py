@@ -85,6 +85,17 @@ def list_presets() -> dict[str, str]:
     return out
 
 
+def preset_summaries() -> dict[str, dict[str, str]]:
+    """Preset name -> {"description": what it trains, "meant_for": the data (size, kind) it is meant for; "" when
+    unstated}: what `captionkit models list` shows."""
+    out = {}
+    for entry in sorted(resources.files("captionkit.presets").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".json"):
+            data = json.loads(entry.read_text(encoding="utf-8"))
+            out[entry.name[:-5]] = {"description": data.get("description", ""), "meant_for": data.get("meant_for", "")}
+    return out
+
+
 def get_preset(name: str) -> dict[str, Any]:
     """A preset's data: {"description", "model": {"type", ...}, "encoder": spec, "train": {...}, ...}."""
     names = list_presets()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from captionkit.cli.common import add_dataset_arguments, parse_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("clip", help="CLIP utilities")
@@ -12,10 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pretrain",
         help="train (or adapt) a CLIP contrastively on a dataset's train split",
         description="Writes a CLIP directory usable as encoder `clip:OUT`. Without --init a new "
-        "small CLIP is trained from scratch (what the offline demo does). Run again, it "
-        "resumes an interrupted run from its last finished epoch.",
+        "small CLIP is trained from scratch (what the offline demo does). Trains on the same engine as "
+        "`train` (checkpoints, log.jsonl, torchrun). Run again, it resumes an interrupted run from its last "
+        "checkpoint and reuses a finished one.",
     )
-    pre.add_argument("--dataset", required=True, help="any dataset captionkit reads")
+    add_dataset_arguments(pre)
     pre.add_argument("--out", required=True, help="CLIP directory to write")
     pre.add_argument("--init", help="hub id or directory of a pretrained CLIP to adapt instead of a new model")
     pre.add_argument(
@@ -46,6 +49,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         + ([f"image_tower={args.image_tower}"] if args.image_tower else [])
     )
     config = load_config(ClipPretrainConfig, args.config, overrides)
-    out = pretrain_clip(args.dataset, args.out, config)
+    out = pretrain_clip(
+        args.dataset, args.out, config, dataset_format=args.format, dataset_options=parse_options(args.option)
+    )
     print(f"wrote {out} (use it as --set encoder=clip:{out})")
     return 0

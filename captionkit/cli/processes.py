@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from captionkit.models.devices import default_device, resolve_device
+
 
 @dataclass
 class Processes:
@@ -30,10 +32,9 @@ def launch_processes(device: str | None = None) -> Processes:
     accelerate's PartialState joins the group, on CPU with gloo when there is no GPU (without cpu=True the
     processes would each run alone)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return Processes(0, 1, torch.device(chosen), lambda: None)
+        return Processes(0, 1, resolve_device(device), lambda: None)
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=default_device().type == "cpu")
     device = state.device if state.device.type != "cpu" else torch.device("cpu")  # not "cpu:0": safetensors refuses it
     return Processes(state.process_index, state.num_processes, device, state.wait_for_everyone)

@@ -16,14 +16,10 @@ from captionkit.data.records import ShardImage
 from captionkit.decoding import DecodingConfig, generate
 from captionkit.errors import ConfigError
 from captionkit.models.base import CaptionModel, TextTokenizer
+from captionkit.models.devices import resolve_device
 from captionkit.models.encoders import ImageEncoder, load_encoder
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, ShardImage]  # ShardImage: an image inside a dataset shard
-
-
-def default_device() -> torch.device:
-    """The first GPU torch sees (whichever CUDA_VISIBLE_DEVICES selects) or the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Captioner:
@@ -44,7 +40,7 @@ class Captioner:
         device: str | torch.device | None = None,
         decoding: DecodingConfig | None = None,
     ) -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.config = config or {}  # the model directory's config.json
@@ -66,7 +62,7 @@ class Captioner:
 
         encoder = options.pop("encoder", None)
         decoding = DecodingConfig().replace(**options)
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         loaded = load_model_dir(model_dir, device=device)
         return cls(
             loaded.model,
@@ -79,7 +75,7 @@ class Captioner:
 
     @property
     def input_kind(self) -> str:
-        return getattr(self.model, "input_kind", "features")
+        return self.model.input_kind
 
     @property
     def encoder(self) -> ImageEncoder:

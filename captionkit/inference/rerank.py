@@ -142,16 +142,19 @@ class ClipReranker:
         from captionkit.models.encoders import parse_spec
 
         if config.clip:
-            kind, source = parse_spec(config.clip)
-            if kind != "clip":
+            spec = parse_spec(config.clip)
+            if spec.kind != "clip":
                 raise ConfigError(
                     f"rerank clip {config.clip!r}: expected a CLIP spec 'clip:SOURCE' (hub id or "
                     "directory), e.g. 'clip:openai/clip-vit-base-patch32'"
                 )
-            return cls(config, CLIPScorer(source, device=str(device)), features_are_clip=False)
+            return cls(config, CLIPScorer(spec.source, device=str(device)), features_are_clip=False)
         if isinstance(encoder, hf.CLIPImageEncoder):
-            _, source = parse_spec(encoder.spec)
-            return cls(config, CLIPScorer(source, device=str(device), loaded=encoder), features_are_clip=True)
+            return cls(
+                config,
+                CLIPScorer(parse_spec(encoder.spec).source, device=str(device), loaded=encoder),
+                features_are_clip=True,
+            )
         spec = getattr(encoder, "spec", type(encoder).__name__)
         raise ConfigError(
             f"CLIP reranking needs a CLIP with a text tower and this model's encoder {spec!r} has "

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -55,10 +55,32 @@ class CaptionModel(nn.Module):
 
     model_type: ClassVar[str]
     config_class: ClassVar[type]
+    # What a batch's "features" are: "features" (cached encoder outputs, (B, *feature_shape)) or "pixels"
+    # ((B, 3, H, W), for a model that fine-tunes its own encoder end to end: it holds it as `self.image_encoder`,
+    # an ImageEncoder, which captionkit.inference and training use)
+    input_kind: str = "features"
+    # Parameters of the model's own image encoder (input_kind "pixels") start with this (their own learning rate)
+    encoder_prefix: ClassVar[str] = "image_encoder."
 
     def __init__(self, config: Any) -> None:
         super().__init__()
         self.config = config
+
+    @classmethod
+    def build_tokenizer(cls, config: Any, train_captions: Iterable[str]) -> TextTokenizer:
+        """The family's tokenizer for `config`, built from (or trained on) the training captions."""
+        raise NotImplementedError(f"model type {cls.model_type!r} does not define build_tokenizer")
+
+    @classmethod
+    def config_for_tokenizer(cls, config: Any, tokenizer: TextTokenizer) -> Any:
+        """The config with what the tokenizer decides filled in (e.g. vocab_size); by default unchanged."""
+        return config
+
+    def pixel_preprocess(self, image: Any) -> Tensor:
+        """An RGB PIL image -> (3, H, W) pixels for the model's own encoder (input_kind "pixels" only)."""
+        if self.input_kind != "pixels":
+            raise NotImplementedError(f"model type {self.model_type!r} reads cached features, not pixels")
+        return self.image_encoder.preprocess(image)
 
     def forward(self, batch: dict[str, Tensor]) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -144,3 +166,25 @@ def build_model(model_data: dict[str, Any], pretrained: bool = True) -> CaptionM
     cls = get_model_class(data.pop("type"))
     config = from_dict(cls.config_class, data, where=f"model ({cls.model_type})")
     return cls.build(config, pretrained=pretrained)
+
+
+def build_model_and_tokenizer(
+    model_data: dict[str, Any],
+    train_captions: list[str],
+    tokenizer: TextTokenizer | None = None,
+    pretrained: bool = True,
+) -> tuple[CaptionModel, TextTokenizer]:
+    """The model family builds its tokenizer from the training captions (or a saved one is reused), the
+    family fills in what the tokenizer decides (e.g. vocab_size), then the model is built by name
+    (`pretrained=False`: no pretrained parts fetched, for weights that are loaded afterwards)."""
+    from captionkit.config import from_dict, to_dict
+    from captionkit.registry import get_model_class
+
+    cls = get_model_class(model_data["type"])
+    config = from_dict(
+        cls.config_class, {k: v for k, v in model_data.items() if k != "type"}, where=f"model ({cls.model_type})"
+    )
+    if tokenizer is None:
+        tokenizer = cls.build_tokenizer(config, train_captions)
+    config = cls.config_for_tokenizer(config, tokenizer)
+    return build_model({"type": cls.model_type, **to_dict(config)}, pretrained=pretrained), tokenizer

@@ -147,7 +147,6 @@ class ClipCapModel(CaptionModel):
     """
 
     config_class = ClipCapConfig
-    input_kind = "features"
 
     def __init__(self, config: ClipCapConfig, gpt: nn.Module | None = None) -> None:
         super().__init__(config)

@@ -69,7 +69,7 @@ class WordLSTMModel(CaptionModel):
         if self.image_encoder is not None:
             features = self.image_encoder(features)
         if features.dim() != self.feature_rank or features.size(-1) != self.config.feature_dim:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.model_type} expects {self.feature_hint.format(C=self.config.feature_dim)}, "
                 f"got image features of shape {tuple(features.shape)}"
             )
@@ -93,11 +93,11 @@ def build_finetune_encoder(config: Any, pretrained: bool) -> nn.Module:
     A model directory is rebuilt with `pretrained=False`: the spec's `@WEIGHTS` part is dropped, so the encoder
     starts from random weights (no download) and gets its fine-tuned weights from model.safetensors.
     """
-    from captionkit.models.encoders import load_encoder
+    from captionkit.models.encoders import load_encoder, parse_spec
 
-    spec = config.finetune_encoder if pretrained else config.finetune_encoder.partition("@")[0]
-    encoder = load_encoder(spec)
-    if not hasattr(encoder, "set_trainable_blocks"):
+    spec = parse_spec(config.finetune_encoder)
+    encoder = load_encoder(str(spec if pretrained else spec.without_weights()))
+    if not encoder.fine_tunable:
         raise ConfigError(
             f"model.finetune_encoder={config.finetune_encoder!r}: this encoder cannot be fine-tuned "
             "(only VGG encoders have trainable blocks); set it to null to train on cached features"

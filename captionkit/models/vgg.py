@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from captionkit.errors import CheckpointError, UnknownNameError
-from captionkit.models.encoders import ImageEncoder
+from captionkit.errors import CheckpointError, ConfigError, UnknownNameError
+from captionkit.models.encoders import EncoderSpec, ImageEncoder
 from captionkit.pretrained import PACKAGED, packaged_path
 from captionkit.registry import register_encoder
 
@@ -319,6 +319,8 @@ class VGGEncoder(ImageEncoder):
             self.classifier = net.classifier[:5]  # through the second ReLU (and its dropout)
             self.feature_shape = (variant.fc_width,)
 
+    fine_tunable = True
+
     def preprocess(self, image: Image.Image) -> Tensor:
         return self.preprocessor(image)
 
@@ -345,7 +347,7 @@ class VGGEncoder(ImageEncoder):
         update their statistics)."""
         blocks = self.conv_blocks()
         if not 0 <= n <= len(blocks):
-            raise ValueError(f"trainable VGG blocks must be 0..{len(blocks)}, got {n}")
+            raise ConfigError(f"trainable VGG blocks (finetune_blocks) must be 0..{len(blocks)}, got {n}")
         self.requires_grad_(False)
         for block in blocks[len(blocks) - n :]:
             for layer in block:
@@ -378,7 +380,8 @@ class VGGEncoder(ImageEncoder):
 
 def build_vgg_encoder(kind: str, source: str) -> VGGEncoder:
     """`source` = FEATURE[@WEIGHTS], WEIGHTS = "imagenet" or a state-dict path; no @ = random init with seed 0."""
-    feature, _, weights = source.partition("@")
+    parsed = EncoderSpec(kind, source)
+    feature, weights = parsed.base, parsed.weights
     if feature not in FEATURE_KINDS:
         raise UnknownNameError(
             f"unknown {kind} feature {feature!r} in spec {kind}:{source}; valid: "

@@ -5,7 +5,7 @@ from captionkit.training.config import EvalConfig, RunConfig, TrainConfig, load_
 
 def train(config: RunConfig, resume: bool = False):  # noqa: ANN201 - imported lazily: accelerate is heavy
     """Train a model as `config` describes; returns the best model directory (RUN_DIR/model)."""
-    from captionkit.training.engine import train as run
+    from captionkit.training.caption_job import train as run
 
     return run(config, resume=resume)
 

@@ -5,31 +5,24 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import pickle
-import random
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from captionkit.config import to_dict, write_resolved_config
+from captionkit.config import to_dict
 from captionkit.data.formats import load_dataset
 from captionkit.data.images import load_image
-from captionkit.errors import CheckpointError, ConfigError
+from captionkit.errors import ConfigError, DatasetError
 from captionkit.models import hf
-from captionkit.training.checkpoint import capture_rng, restore_rng
-from captionkit.training.logging import truncate_jsonl
+from captionkit.training.config import TrainConfig
+from captionkit.training.engine import Engine, TrainerState
+from captionkit.training.pretrain_objectives import Contrastive, ContrastiveCLIP
+from captionkit.training.pretrain_run import PretrainJob, mark_done, run_pretraining
 
 log = logging.getLogger(__name__)
-DONE_MARKER = "pretrain_done.json"
-CONFIG_NAME = "pretrain_config.json"
-RESUME_NAME = "resume.pt"  # model, optimizer, schedule and RNG after the last finished epoch
 
 
 @dataclass
@@ -53,6 +46,7 @@ class ClipPretrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 50
     seed: int = 0
+    mixed_precision: str = "no"  # "bf16": autocast (GPUs, and CPUs with AVX-512 BF16 or AMX); "fp16": GPUs
     extra: dict[str, Any] = field(default_factory=dict)  # more CLIPConfig fields, merged into the new model's config
 
 
@@ -127,100 +121,98 @@ def _new_model(
 
 
 def pretrain_clip(
-    dataset: str | Path, out: str | Path, config: ClipPretrainConfig | None = None, progress: bool = True
+    dataset: str | Path,
+    out: str | Path,
+    config: ClipPretrainConfig | None = None,
+    progress: bool = True,
+    dataset_format: str = "auto",
+    dataset_options: dict[str, Any] | None = None,
 ) -> Path:
-    """Train CLIP contrastively on the train split of `dataset`; write a CLIP directory to `out`
-    (loadable as encoder `clip:OUT`). A finished `out` is reused and an interrupted one resumes from its last
-    finished epoch, in both cases only if it was started with the same dataset and settings."""
+    """Train CLIP contrastively on the train split of `dataset` (read as `dataset_format` with `dataset_options`)
+    on the training engine; write a CLIP directory to `out` (loadable as encoder `clip:OUT`). A finished `out` is
+    reused and an interrupted one resumes from its last checkpoint, in both cases only if it was started with the
+    same dataset and settings."""
     cfg = config or ClipPretrainConfig()
     out = Path(out)
     settings = {"dataset": str(Path(dataset).expanduser().resolve()), **to_dict(cfg)}  # one dataset, one spelling
-    _check_same_settings(out, settings)
-    if (out / DONE_MARKER).is_file():
-        log.info("clip pretrain: %s is already trained, reusing it", out)
-        return out
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    data = load_dataset(dataset)
-    train = data.with_images(data.split("train"))
-    dev = data.with_images(data.split("dev"))
-    if not train:
-        raise FileNotFoundError(f"{dataset}: no train images found; clip pretrain needs a train split with images")
-    resume = _read_resume_state(out)
-    model, processor, tokenizer = _build(cfg, [c for r in train for c in r.captions], out, resumed=resume is not None)
-
-    def pixels(records: list) -> torch.Tensor:  # (N, 3, S, S): every image preprocessed once, not once per epoch
-        return torch.stack([hf.clip_preprocess(processor, load_image(r.image_path)) for r in records])
-
-    train_pixels = pixels(train)
-    dev_pixels = pixels(dev[:256]) if dev else None
-    # a locked image side gives every image one fixed embedding: computed once, not once per step
-    train_embeds = _image_embeds(model, train_pixels) if cfg.image_tower else None
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)),
+    if dataset_format != "auto" or dataset_options:  # named only when given: earlier runs keep matching
+        settings.update(dataset_format=dataset_format, dataset_options=dict(dataset_options or {}))
+    job = ClipPretrainJob(cfg, str(dataset), dataset_format, dict(dataset_options or {}), out, settings)
+    train = TrainConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        schedule="cosine",
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=1.0,
+        mixed_precision=cfg.mixed_precision,
+        seed=cfg.seed,
+        num_workers=0,  # the images are preprocessed once, in memory
+        keep_last_n=1,
     )
-    first_epoch = 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        schedule.load_state_dict(resume["scheduler"])
-        restore_rng(resume["rng"])
-        first_epoch = resume["epoch"] + 1
-        log.info("clip pretrain: resuming %s after epoch %d of %d", out, first_epoch, cfg.epochs)
-    write_resolved_config(settings, out, CONFIG_NAME)
-    log_path = out / "pretrain_log.jsonl"
-    truncate_jsonl(log_path, lambda e: e["epoch"] < first_epoch)  # later epochs are trained (and logged) again
-    model.train()
-    bar = tqdm(
-        total=total, initial=first_epoch * steps_per_epoch, desc="clip pretrain", unit="step", disable=not progress
-    )
-    started = time.time()
-    record: dict[str, Any] = resume["record"] if resume is not None else {}
-    for epoch in range(first_epoch, cfg.epochs):
-        order = torch.randperm(len(train))
-        for start in range(0, len(train), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            ids, mask = hf.clip_tokenize(
-                tokenizer, [random.choice(train[i].captions) for i in idx.tolist()], cfg.max_text_tokens
-            )
-            if train_embeds is not None:
-                loss = hf.clip_contrastive_loss_from_image_embeds(model, train_embeds[idx], ids, mask)
-            else:
-                loss = hf.clip_contrastive_loss(model, train_pixels[idx], ids, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-        record = {"epoch": epoch, "train_loss": loss.item(), "time": round(time.time() - started, 1)}
-        if dev_pixels is not None:
-            record["dev_retrieval_top1"] = retrieval_top1(model, tokenizer, dev_pixels, dev[:256], cfg)
-        with log_path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        _save_resume_state(
-            out,
-            {
-                "epoch": epoch,
-                "record": record,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": schedule.state_dict(),
-                "rng": capture_rng(),
-            },
-        )
-    bar.close()
-    model.eval()
-    hf.save_clip(out, model, processor, tokenizer)
-    (out / DONE_MARKER).write_text(json.dumps(record) + "\n", encoding="utf-8")
-    (out / RESUME_NAME).unlink(missing_ok=True)  # the finished model supersedes it
+    run_pretraining(job, train, "clip pretrain", progress)
     return out
+
+
+class ClipPretrainJob(PretrainJob):
+    """Contrastive CLIP training as an engine job: every image preprocessed once, one caption per image per epoch,
+    image -> text retrieval on (up to 256) dev images after every epoch."""
+
+    def __init__(
+        self,
+        cfg: ClipPretrainConfig,
+        dataset: str,
+        dataset_format: str,
+        dataset_options: dict[str, Any],
+        out: Path,
+        settings: dict[str, Any],
+    ) -> None:
+        self.cfg, self.dataset, self.format, self.options = cfg, dataset, dataset_format, dataset_options
+        self.out, self.settings = out, settings
+        self.record: dict[str, Any] = {}
+
+    def setup(self, engine: Engine, checkpoint: Path | None) -> None:
+        cfg = self.cfg
+        data = load_dataset(self.dataset, self.format, **self.options)
+        train = data.with_images(data.split("train"))
+        self.dev = data.with_images(data.split("dev"))[:256]
+        if not train:
+            raise DatasetError(f"{self.dataset}: no train images found; clip pretrain needs a train split with images")
+        clip, self.processor, self.tokenizer = _build(
+            cfg, [c for r in train for c in r.captions], self.out, resumed=checkpoint is not None
+        )
+        clip.to(engine.accelerator.device)
+        features = self._pixels(train)  # (N, 3, S, S): every image preprocessed once, not once per epoch
+        if cfg.image_tower:  # a locked image side gives every image one fixed embedding: computed once
+            features = _image_embeds(clip, features).cpu()
+        self.dev_pixels = self._pixels(self.dev) if self.dev else None
+        self.model = ContrastiveCLIP(clip, locked_image=bool(cfg.image_tower))
+        self.saved = self.tokenizer
+        self.objective = Contrastive(self.tokenizer, cfg.max_text_tokens)
+        self.train_data = self.objective.train_data(train, features)
+
+    def _pixels(self, records: list) -> torch.Tensor:
+        return torch.stack([hf.clip_preprocess(self.processor, load_image(r.image_path)) for r in records])
+
+    def evaluate(self, engine: Engine, state: TrainerState, train_stats: dict[str, float], epoch_end: bool) -> None:
+        if not epoch_end:
+            return
+        self.record = {f"train_{k}": v for k, v in train_stats.items()}
+        if self.dev_pixels is not None:
+            clip = engine.unwrapped.clip
+            self.record["dev_retrieval_top1"] = retrieval_top1(
+                clip, self.tokenizer, self.dev_pixels, self.dev, self.cfg
+            )
+        engine.logger.event("epoch", epoch=state.epoch, step=state.global_step, **self.record)
+        engine.logger.scalars(state.global_step, {k.replace("_", "/", 1): v for k, v in self.record.items()})
+        engine.logger.message(" ".join([f"epoch {state.epoch}:"] + [f"{k}={v:.4f}" for k, v in self.record.items()]))
+
+    def finish(self, engine: Engine, state: TrainerState) -> None:
+        if engine.accelerator.is_main_process:
+            clip = engine.unwrapped.clip.eval()
+            hf.save_clip(self.out, clip, self.processor, self.tokenizer)
+            mark_done(self.out, {"epoch": state.epoch, "step": state.global_step, **self.record})
 
 
 def _build(cfg: ClipPretrainConfig, captions: list[str], out: Path, resumed: bool) -> tuple[Any, Any, Any]:
@@ -229,7 +221,7 @@ def _build(cfg: ClipPretrainConfig, captions: list[str], out: Path, resumed: boo
     if cfg.init:
         model, processor, tokenizer = hf.load_clip(cfg.init)
         if tokenizer is None:
-            raise FileNotFoundError(f"{cfg.init}: no CLIP tokenizer files; cannot adapt it")
+            raise ConfigError(f"init={cfg.init}: no CLIP tokenizer files there; a CLIP to adapt needs its tokenizer")
         return model, processor, tokenizer
     if resumed:
         tokenizer = hf.clip_tokenizer(str(out / "tokenizer"))
@@ -256,42 +248,12 @@ def _image_embeds(model: torch.nn.Module, pixels: torch.Tensor, batch: int = 256
     """(N, 3, S, S) -> (N, projection_dim) embeddings of the (locked) image side, in eval mode."""
     was_training = model.training
     model.eval()
-    embeds = torch.cat([hf.clip_image_embeds(model, pixels[i : i + batch]) for i in range(0, len(pixels), batch)])
+    device = next(model.parameters()).device
+    embeds = torch.cat(
+        [hf.clip_image_embeds(model, pixels[i : i + batch].to(device)) for i in range(0, len(pixels), batch)]
+    )
     model.train(was_training)
     return embeds
-
-
-def _check_same_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse to reuse or resume an OUT that was started with another dataset or other settings."""
-    path = out / CONFIG_NAME
-    if not path.is_file() or not ((out / DONE_MARKER).is_file() or (out / RESUME_NAME).is_file()):
-        return
-    before = json.loads(path.read_text(encoding="utf-8"))
-    changed = sorted(k for k in {*before, *settings} if before.get(k) != settings.get(k))
-    if changed:
-        key = changed[0]
-        raise ConfigError(
-            f"{out} was trained with {key}={before.get(key)!r}, now {key}={settings.get(key)!r} "
-            f"({len(changed)} setting(s) differ: {', '.join(changed)}); pass another --out, or "
-            f"delete {out} to train it again"
-        )
-
-
-def _read_resume_state(out: Path) -> dict[str, Any] | None:
-    path = out / RESUME_NAME
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable resume state ({exc}); delete it to start over") from exc
-
-
-def _save_resume_state(out: Path, state: dict[str, Any]) -> None:
-    """Written to a temporary file and renamed over the old one: an interruption leaves the previous epoch's."""
-    tmp = out / f".{RESUME_NAME}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / RESUME_NAME)
 
 
 @torch.no_grad()
@@ -301,9 +263,10 @@ def retrieval_top1(
     """Share of images whose own first caption is the nearest of all captions in the set (image -> text)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     ids, mask = hf.clip_tokenize(tokenizer, [r.captions[0] for r in records], cfg.max_text_tokens)
-    img = torch.nn.functional.normalize(hf.clip_image_embeds(model, pixel_values), dim=-1)
-    txt = torch.nn.functional.normalize(hf.clip_text_embeds(model, ids, mask), dim=-1)
-    hits = (img @ txt.T).argmax(dim=1) == torch.arange(len(records))
+    img = torch.nn.functional.normalize(hf.clip_image_embeds(model, pixel_values.to(device)), dim=-1)
+    txt = torch.nn.functional.normalize(hf.clip_text_embeds(model, ids.to(device), mask.to(device)), dim=-1)
+    hits = (img @ txt.T).argmax(dim=1).cpu() == torch.arange(len(records))
     model.train(was_training)
     return round(hits.float().mean().item(), 4)

@@ -28,13 +28,14 @@ class TrainConfig:
     lr: float = 2e-5
     encoder_lr: float | None = None  # learning rate of an end-to-end fine-tuned image encoder; None: lr
     warmup_steps: int = 0
-    warmup_ratio: float = 0.0  # used when warmup_steps is 0: a fraction of all updates
+    # used when warmup_steps is 0: a fraction of all updates, so one setting fits a Flickr8k-size and a COCO-size run
+    warmup_ratio: float = 0.0
     schedule: str = "linear"  # decay after warm-up: linear to 0, cosine to 0, or constant
     weight_decay: float = 0.0  # applied to matrices only, not to biases and norm scales
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_accum_steps: int = 1
     max_grad_norm: float | None = 1.0  # None or 0: no clipping
-    mixed_precision: str = "no"  # "bf16"/"fp16" autocast on a GPU; always "no" on CPU
+    mixed_precision: str = "no"  # "bf16" autocast (GPUs, and CPUs with AVX-512 BF16 or AMX); "fp16" on GPUs only
     seed: int = 0
     max_caption_tokens: int = 40  # caption ids + EOS are cut to this length
     captions_per_image: int | None = None  # None: an epoch visits every caption; N: N random captions per image
@@ -146,6 +147,7 @@ class RunConfig:
     scst: ScstConfig = field(default_factory=ScstConfig)
     init_from: str | None = None  # a model directory whose weights (and tokenizer) the run starts from
     description: str = ""
+    meant_for: str = ""  # the data a preset is meant for (e.g. "Flickr8k-size"), shown by `captionkit models list`
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, dict) or "type" not in self.model:

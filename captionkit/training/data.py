@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from captionkit.data.records import CaptionDataset, Record
 from captionkit.models.base import TextTokenizer
+from captionkit.models.devices import default_device
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +190,16 @@ def train_loader(
     collate: Callable[[list], Any],
     groups: Sequence[Sequence[int]] | None = None,
     per_group: int | None = None,
+    shuffle: bool = True,
 ) -> tuple[DataLoader, EpochSampler, torch.Generator]:
     """The training DataLoader, its sampler and the generator its workers are seeded from.
 
-    `groups`/`per_group`: visit `per_group` random items of each group per epoch (EpochSampler).
+    `groups`/`per_group`: visit `per_group` random items of each group per epoch (EpochSampler); `shuffle=False`:
+    the items in order (a dataset that orders its items itself).
     The loader gets its own generator so that creating an iterator never draws from the global torch RNG:
     otherwise a run resumed mid-epoch would shift the dropout masks of an uninterrupted one.
     """
-    sampler = EpochSampler(len(dataset), seed, groups=groups, per_group=per_group)
+    sampler = EpochSampler(len(dataset), seed, shuffle, groups, per_group)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset,
@@ -206,7 +209,7 @@ def train_loader(
         collate_fn=collate,
         generator=generator,
         persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=default_device().type == "cuda",
     )
     return loader, sampler, generator
 
@@ -246,10 +249,12 @@ def local_weights_stamp(encoder: str) -> str:
     """A short hash of the names, sizes and modification times of the local files an encoder spec reads its weights
     from (`clip:DIR`, `vgg16:fc2@FILE`); "" for a hub id or a random initialisation. Sizes and times, not contents:
     cheap on a 500 MB VGG16 file, and a retrained model is always written anew."""
+    from captionkit.models.encoders import parse_spec
     from captionkit.pretrained import packaged_path
 
-    kind, _, source = encoder.partition(":")
-    for candidate in (source.partition("@")[2], source):
+    spec = parse_spec(encoder)
+    kind = spec.kind
+    for candidate in (spec.weights, spec.source):
         path = (packaged_path(kind, candidate) or Path(candidate).expanduser()) if candidate else None
         if path is not None and path.exists():
             files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())

@@ -7,8 +7,9 @@ or `KIND:conv5_3@...`). A CLIP (`clip:SOURCE`, SOURCE a config or a CLIP directo
 image projection under a linear label head and is written as a CLIP directory (`OUT/clip`), whose text tower
 `clip pretrain --image-tower OUT/clip` then aligns with captions while the image side stays locked (LiT).
 
-The loop is the engine's recipe (accelerate, its schedule, `training/checkpoint.py` checkpoints, the run logger):
-multi-label sigmoid cross-entropy, or softmax cross-entropy when every image has exactly one label.
+It runs on the training engine (accelerate, its schedule, `training/checkpoint.py` checkpoints, the run logger,
+torchrun) with the Classification objective: multi-label sigmoid cross-entropy, or softmax cross-entropy when
+every image has exactly one label.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captionkit.config import to_dict, write_resolved_config
+from captionkit.config import to_dict
 from captionkit.data.labelled import STREAM_PREFIX, LabelledImages, load_labelled
 from captionkit.errors import CheckpointError, ConfigError
+from captionkit.training.config import TrainConfig
+from captionkit.training.engine import Engine, TrainerState
+from captionkit.training.pretrain_objectives import Classification
+from captionkit.training.pretrain_run import DONE_MARKER, PretrainJob, mark_done, run_pretraining
 
 log = logging.getLogger(__name__)
-DONE_MARKER = "pretrain_done.json"
-CONFIG_NAME = "pretrain_config.json"
 LABELS_NAME = "labels.json"
 VGG_WEIGHTS = "weights.safetensors"
 CLIP_DIR = "clip"
@@ -127,130 +130,89 @@ class _Positions(torch.utils.data.Dataset):
     def _order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
         image, labels = self.source[self.image_index(self.start + i)]
-        return self.preprocess(image), self.vocab.targets(labels)
+        return {"features": self.preprocess(image), "targets": self.vocab.targets(labels)}
 
 
 def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = None, progress: bool = True) -> Path:
-    """Train `config.encoder` as a classifier on `config.data`; returns OUT. A finished OUT with the same settings
-    is reused; an interrupted one resumes from its last checkpoint; one made with other settings is refused."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from captionkit.training import checkpoint as ckpt
-    from captionkit.training.engine import make_scheduler
-    from captionkit.training.logging import RunLogger
-
+    """Train `config.encoder` as a classifier on `config.data` on the training engine; returns OUT. A finished OUT
+    with the same settings is reused; an interrupted one resumes from its last checkpoint; one made with other
+    settings is refused."""
     cfg = config or EncoderPretrainConfig()
     out = Path(out)
-    _check_settings(out, cfg)
-    if (out / DONE_MARKER).is_file():
-        log.info("encoder pretrain: %s is already trained, reusing it", out)
-        return out
-    source = load_labelled(cfg.data, **cfg.data_options)
-    vocab = LabelVocabulary(list(source.label_names))
-    single_label = _single_label(source)
     if cfg.label_loss not in ("grouped", "mean"):
         raise ConfigError(f"label_loss={cfg.label_loss!r}: use grouped or mean")
-    groups = _group_index(source) if cfg.label_loss == "grouped" else torch.zeros(len(vocab.names), dtype=torch.long)
-    first_mask = _first_mask(source, cfg)
-    set_seed(cfg.seed)
-    classifier = build_classifier(cfg.encoder, len(vocab.names))
-    if cfg.init_from:
-        _load_init_weights(classifier.net, cfg.encoder, cfg.init_from)
-    has_gpu = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not has_gpu, mixed_precision=cfg.mixed_precision)
-    checkpoints, invalid = ckpt.find_checkpoints(out)
-    for path in invalid:
-        ckpt.set_aside(path)
-    start = checkpoints[0][1]["global_step"] if checkpoints else 0
-    write_resolved_config(cfg, out, CONFIG_NAME)
-    data = _Positions(
-        source, vocab, classifier.preprocess, start * cfg.batch_size, cfg.steps * cfg.batch_size, cfg.seed
-    )
-    # its own generator: starting the loader's iterator must not draw from the global stream that dropout uses,
-    # or a resumed run (whose iterator starts after the RNG restore) would drop other units than an uninterrupted one
-    loader = torch.utils.data.DataLoader(
-        data,
+    if (out / DONE_MARKER).is_file() and not ((out / VGG_WEIGHTS).is_file() or (out / CLIP_DIR).is_dir()):
+        raise CheckpointError(f"{out}: marked finished but its weights are missing; delete {out} to train again")
+    # one epoch of `steps` batches: the dataset orders the images itself (see _Positions)
+    train = TrainConfig(
+        epochs=1,
+        max_steps=cfg.steps,
         batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        schedule="cosine",
+        max_grad_norm=cfg.max_grad_norm,
+        mixed_precision=cfg.mixed_precision,
         num_workers=cfg.num_workers,
-        prefetch_factor=4 if cfg.num_workers else None,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        checkpoint_every_steps=cfg.checkpoint_every_steps,
+        keep_last_n=1,
+        seed=cfg.seed,
     )
-    decay = [p for p in classifier.net.parameters() if p.dim() >= 2]
-    no_decay = [p for p in classifier.net.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
-    schedule_cfg = _ScheduleSettings(warmup_ratio=cfg.warmup_ratio)
-    model, optimizer = accelerator.prepare(classifier.net, optimizer)
-    scheduler = make_scheduler(optimizer, schedule_cfg, cfg.steps)
-    net = accelerator.unwrap_model(model)
-    if checkpoints:
-        ckpt.load_checkpoint(checkpoints[0][0], accelerator, net, optimizer, scheduler)
-        log.info("encoder pretrain: resuming %s at step %d of %d", out, start, cfg.steps)
-    evaluate = _evaluator(cfg, vocab, classifier.preprocess)
-    logger = RunLogger(out, accelerator.is_main_process, cfg.steps, start, progress=progress)
-    logger.event("start", step=start, total_steps=cfg.steps, labels=len(vocab.names), encoder=cfg.encoder)
-    step = start
-    try:
-        model.train()
-        for pixels, targets in loader:
-            logits = model(pixels.to(accelerator.device)).float()
-            targets = targets.to(accelerator.device)
-            if single_label:
-                loss = nn.functional.cross_entropy(logits, targets.argmax(1))
-            elif step < cfg.first_steps:  # the curriculum's first part: its label groups (the others weigh less)
-                loss = grouped_bce(logits[:, first_mask], targets[:, first_mask], _dense(groups[first_mask]))
-                if cfg.first_other_weight:
-                    loss = loss + cfg.first_other_weight * grouped_bce(
-                        logits[:, ~first_mask], targets[:, ~first_mask], _dense(groups[~first_mask])
-                    )
-            else:
-                loss = grouped_bce(logits, targets, groups)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(net.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            logger.progress(1, loss=loss.item())
-            if step % cfg.checkpoint_every_steps == 0 or step == cfg.steps:
-                scores = evaluate(net) if evaluate else {}
-                model.train()
-                logger.event("checkpoint", step=step, train_loss=loss.item(), **scores)
-                logger.message(
-                    " ".join([f"step {step}: loss={loss.item():.4f}"] + [f"{k}={v:.4f}" for k, v in scores.items()])
-                )
-                ckpt.save_checkpoint(
-                    accelerator,
-                    out,
-                    net,
-                    optimizer,
-                    scheduler,
-                    vocab,
-                    {"global_step": step, "epoch": 0, "batches_in_epoch": step},
-                    keep_last_n=1,
-                )
-    finally:
-        logger.close()
-    if accelerator.is_main_process:
-        net.eval()
-        classifier.save(out)
-        vocab.save_pretrained(str(out))
-        (out / DONE_MARKER).write_text(json.dumps({"steps": step}) + "\n", encoding="utf-8")
-    accelerator.end_training()
+    run_pretraining(EncoderPretrainJob(cfg, out), train, "encoder pretrain", progress)
     return out
 
 
-@dataclass
-class _ScheduleSettings:
-    """The fields of TrainConfig that `make_scheduler` reads: one-cycle-like warm-up then cosine decay."""
+class EncoderPretrainJob(PretrainJob):
+    """A classifier on labelled images as an engine job; scored on held-out images at every checkpoint."""
 
-    warmup_ratio: float
-    warmup_steps: int = 0
-    schedule: str = "cosine"
+    shuffle = False
+
+    def __init__(self, cfg: EncoderPretrainConfig, out: Path) -> None:
+        self.cfg, self.out = cfg, out
+        self.settings = json.loads(json.dumps(to_dict(cfg)))
+        self.defaults = to_dict(EncoderPretrainConfig())
+
+    def setup(self, engine: Engine, checkpoint: Path | None) -> None:
+        cfg = self.cfg
+        source = load_labelled(cfg.data, **cfg.data_options)
+        self.vocab = LabelVocabulary(list(source.label_names))
+        groups = (
+            _group_index(source)
+            if cfg.label_loss == "grouped"
+            else torch.zeros(len(self.vocab.names), dtype=torch.long)
+        )
+        self.classifier = build_classifier(cfg.encoder, len(self.vocab.names))
+        if cfg.init_from:
+            _load_init_weights(self.classifier.net, cfg.encoder, cfg.init_from)
+        self.model, self.saved = self.classifier.net, self.vocab
+        self.objective = Classification(
+            _single_label(source), groups, _first_mask(source, cfg), cfg.first_steps, cfg.first_other_weight
+        )
+        positions = _Positions(source, self.vocab, self.classifier.preprocess, 0, cfg.steps * cfg.batch_size, cfg.seed)
+        self.train_data = self.objective.train_data(positions)
+        self.scorer = _evaluator(cfg, self.vocab, self.classifier.preprocess)
+
+    def start_fields(self) -> dict[str, Any]:
+        return {"labels": len(self.vocab.names), "encoder": self.cfg.encoder}
+
+    def evaluate(self, engine: Engine, state: TrainerState, train_stats: dict[str, float], epoch_end: bool) -> None:
+        scores = self.scorer(engine.unwrapped) if self.scorer else {}
+        train = {f"train_{k}": v for k, v in train_stats.items()}
+        engine.logger.event("eval", step=state.global_step, **train, **scores)
+        engine.logger.scalars(state.global_step, {k.replace("_", "/", 1): v for k, v in scores.items()})
+        engine.logger.message(
+            " ".join([f"step {state.global_step}:"] + [f"{k}={v:.4f}" for k, v in {**train, **scores}.items()])
+        )
+
+    def finish(self, engine: Engine, state: TrainerState) -> None:
+        if engine.accelerator.is_main_process:
+            engine.unwrapped.eval()
+            self.classifier.save(self.out)
+            self.vocab.save_pretrained(str(self.out))
+            mark_done(self.out, {"steps": state.global_step})
 
 
 def _load_init_weights(net: nn.Module, encoder: str, path: str) -> None:
@@ -264,11 +226,6 @@ def _load_init_weights(net: nn.Module, encoder: str, path: str) -> None:
     state, source = vgg.read_weights(path, encoder)
     vgg.load_state(net, state, source)  # strict: another kind or label count is a CheckpointError naming the key
     net.float()
-
-
-def _dense(groups: Tensor) -> Tensor:
-    """Group ids renumbered 0..k-1 (a subset of the labels holds a subset of the groups)."""
-    return torch.unique(groups, return_inverse=True)[1]
 
 
 def _first_mask(source: LabelledImages, cfg: EncoderPretrainConfig) -> Tensor:
@@ -291,14 +248,6 @@ def _group_index(source: LabelledImages) -> Tensor:
     return torch.tensor([names.index(g) for g in groups])
 
 
-def grouped_bce(logits: Tensor, targets: Tensor, groups: Tensor) -> Tensor:
-    """Sigmoid cross-entropy averaged within each label group, then over the groups: (B, L), (B, L), (L,) -> ()."""
-    per_label = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(0)  # (L,)
-    groups = groups.to(per_label.device)
-    sums = torch.zeros(int(groups.max()) + 1, device=per_label.device).index_add_(0, groups, per_label)
-    return (sums / torch.bincount(groups).to(per_label.dtype)).mean()
-
-
 def _single_label(source: LabelledImages) -> bool:
     """Softmax for a folder of classes (one label per image), sigmoids for multi-label sources."""
     labels = getattr(source, "labels", None)
@@ -308,8 +257,10 @@ def _single_label(source: LabelledImages) -> bool:
 def build_classifier(encoder: str, num_labels: int) -> _Classifier:
     """The network for an encoder spec (see the module docstring), with `num_labels` outputs."""
     from captionkit.models import vgg
+    from captionkit.models.encoders import parse_spec
 
-    kind, _, source = encoder.partition(":")
+    spec = parse_spec(encoder, source_required=False)
+    kind, source = spec.kind, spec.source
     if kind in vgg.VARIANTS:
         if source:
             raise ConfigError(f"encoder {encoder!r}: a VGG to pretrain is named by its kind alone, e.g. {kind}")
@@ -383,21 +334,3 @@ def _evaluator(
         return scores
 
     return evaluate
-
-
-def _check_settings(out: Path, cfg: EncoderPretrainConfig) -> None:
-    """Refuse to reuse or resume an OUT that was started with other settings."""
-    path = out / CONFIG_NAME
-    if not path.is_file():
-        return
-    before = json.loads(path.read_text(encoding="utf-8"))
-    now = json.loads(json.dumps(to_dict(cfg)))
-    defaults = json.loads(json.dumps(to_dict(EncoderPretrainConfig())))  # a setting added later: its default matches
-    changed = sorted(k for k in {*before, *now} if before.get(k, defaults.get(k)) != now.get(k))
-    if changed:
-        raise ConfigError(
-            f"{out} was started with {changed[0]}={before.get(changed[0])!r}, now "
-            f"{now.get(changed[0])!r}; pass another --out, or delete {out} to start again"
-        )
-    if (out / DONE_MARKER).is_file() and not ((out / VGG_WEIGHTS).is_file() or (out / CLIP_DIR).is_dir()):
-        raise CheckpointError(f"{out}: marked finished but its weights are missing; delete {out} to train again")

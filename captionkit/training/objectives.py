@@ -24,8 +24,10 @@ from captionkit.training.data import (
 
 
 class Objective:
-    """One training objective. `loss` gets the model the engine prepared (a DDP wrapper under many processes: its
-    forward syncs gradients) and the plain model (for decoding, which steps the model outside `forward`)."""
+    """One training objective. `train_data` turns a job's training data (caption records; a labelled image
+    source) into the training loader's parts; `loss` gets the model the engine prepared (a DDP wrapper under many
+    processes: its forward syncs gradients, so a loss goes through `forward`) and the plain model (for decoding,
+    which steps the model outside `forward`)."""
 
     name: ClassVar[str]
 
@@ -38,6 +40,9 @@ class Objective:
     def loss(self, model: Any, unwrapped: CaptionModel, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         """(scalar loss to minimise, {name: scalar tensor} statistics to log as train_<name>)."""
         raise NotImplementedError
+
+    def set_step(self, step: int) -> None:
+        """The engine tells the objective the optimizer updates done so far before each batch (for curricula)."""
 
 
 class CrossEntropy(Objective):

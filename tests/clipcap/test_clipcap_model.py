@@ -180,7 +180,10 @@ def test_config_errors_name_the_field():
 
 
 def test_paper_presets_state_the_paper_settings():
-    for name, mapping, frozen in [("clipcap-mlp", "mlp", False), ("clipcap-transformer", "transformer", True)]:
+    for name, mapping, frozen in [
+        ("clipcap-mlp-coco", "mlp", False),
+        ("clipcap-transformer-coco", "transformer", True),
+    ]:
         preset = get_preset(name)
         data = dict(preset["model"])
         assert data.pop("type") == "clipcap"

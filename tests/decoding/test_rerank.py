@@ -17,9 +17,9 @@ from captionkit.evaluation.clipscore import clip_scores
 from captionkit.inference import rerank as rerank_module
 from captionkit.inference.clip_scorer import W
 from captionkit.inference.rerank import ClipReranker, RerankConfig, mean_log_probs
+from captionkit.models.base import build_model_and_tokenizer
 from captionkit.models.model_dir import save_model_dir
 from captionkit.registry import get_preset
-from captionkit.training.engine import build_model_and_tokenizer
 
 CAPTIONS = ["A dog runs on the grass .", "Two people walk in the snow .", "A child jumps into a pool ."] * 4
 

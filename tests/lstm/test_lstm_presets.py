@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from captionkit.models.base import build_model_and_tokenizer
 from captionkit.models.encoders import parse_spec
 from captionkit.registry import get_model_class, get_preset
 from captionkit.training.config import load_run_config
-from captionkit.training.engine import build_model_and_tokenizer
 
 CAPTIONS = ["a red circle .", "two blue squares on a white background ."]
 PRESETS = {
@@ -30,4 +30,4 @@ def test_preset_builds_with_the_vocabulary_of_the_training_captions(name):
     # Flickr8k presets keep words seen 5 times (none here), tiny ones every word: 9 distinct words
     assert model.config.vocab_size == tokenizer.vocab_size == 4 + (9 if name.startswith("tiny-") else 0)
     assert type(model) is get_model_class(config.model["type"])
-    assert parse_spec(config.encoder)[0] in ("vgg16", "vgg16-small")
+    assert parse_spec(config.encoder).kind in ("vgg16", "vgg16-small")

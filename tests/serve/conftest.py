@@ -54,7 +54,7 @@ def client(captioners):
 def rerank_captioners(clip_dir, captioners, tmp_path_factory):
     """A tiny ClipCap whose encoder is the saved CLIP with its text tower (it reranks with its own CLIP), and the
     VGG-family Show-Attend-Tell model (it needs a CLIP named)."""
-    from captionkit.training.engine import build_model_and_tokenizer
+    from captionkit.models.base import build_model_and_tokenizer
 
     torch.manual_seed(0)
     model, tokenizer = build_model_and_tokenizer(get_preset("tiny-clipcap-mlp")["model"], CAPTIONS)

@@ -13,11 +13,10 @@ from training_toy import toy_config
 from captionkit.cli import main
 from captionkit.data.records import Record
 from captionkit.data.synthetic import write_synthetic_dataset
-from captionkit.models.base import sequence_log_probs
+from captionkit.models.base import build_model_and_tokenizer, sequence_log_probs
 from captionkit.models.model_dir import load_model_dir
 from captionkit.training import load_run_config, train
 from captionkit.training import objectives as objectives_module
-from captionkit.training.engine import build_model_and_tokenizer
 from captionkit.training.init_from import init_tokenizer, load_init_weights
 from captionkit.training.logging import read_log
 from captionkit.training.objectives import SelfCritical

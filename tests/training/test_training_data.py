@@ -23,7 +23,7 @@ def test_captions_per_image_visits_each_image_n_times_with_changing_captions():
 def test_encoder_lr_puts_a_fine_tuned_encoder_in_its_own_groups():
     from captionkit.models.base import build_model
     from captionkit.registry import get_preset
-    from captionkit.training.engine import param_groups
+    from captionkit.training.caption_job import param_groups
 
     model_data = {**get_preset("tiny-show-tell-merge")["model"], "vocab_size": 20}
     model = build_model(model_data)

@@ -132,7 +132,7 @@ def test_missing_images_are_never_trained_on(toy_dataset, tmp_path, caplog):
 
 def test_a_run_directory_with_checkpoints_is_not_overwritten(toy_dataset, tmp_path):
     run(toy_dataset, tmp_path / "run", epochs=1)
-    with pytest.raises(CheckpointError, match="--resume"):
+    with pytest.raises(CheckpointError, match="resume it"):
         run(toy_dataset, tmp_path / "run", epochs=1)
 
 

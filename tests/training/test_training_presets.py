@@ -66,3 +66,31 @@ def test_tiny_preset_trains_and_loads(preset, synthetic, tmp_path, capsys):
     with torch.no_grad():
         ids = generate(loaded.model, inputs, eos_token_id=loaded.tokenizer.eos_token_id, max_new_tokens=3)
     assert len(ids) == 1 and len(ids[0]) <= 3
+
+
+def test_every_preset_says_what_data_it_is_meant_for():
+    from captionkit.registry import get_preset, preset_summaries
+
+    summaries = preset_summaries()
+    shipped = [name for name in summaries if not name.startswith("demo-")]
+    assert shipped and all(summaries[name]["meant_for"] and summaries[name]["description"] for name in shipped)
+    # issue 16: the paper's 5,000 warm-up steps stay reachable for COCO; Flickr8k-size runs warm up over 5% of the run
+    for paper in ("clipcap-mlp", "clipcap-transformer"):
+        assert get_preset(f"{paper}-coco")["train"]["warmup_steps"] == 5000
+        flickr = get_preset(paper)["train"]
+        assert "warmup_steps" not in flickr and flickr["warmup_ratio"] == 0.05
+        assert get_preset(f"{paper}-coco")["model"] == get_preset(paper)["model"]
+
+
+def test_a_warmup_ratio_fits_the_run_length():
+    """750 steps an epoch, 10 epochs (Flickr8k at batch 40): warm-up ends after 5% = 375 steps, not 5,000."""
+    from captionkit.registry import get_preset
+    from captionkit.training.config import TrainConfig
+    from captionkit.training.engine import make_scheduler
+
+    settings = get_preset("clipcap-mlp")["train"]
+    config = TrainConfig(**settings)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = make_scheduler(optimizer, config, total_steps=7500)
+    factors = [scheduler.lr_lambdas[0](step) for step in (0, 374, 375, 7499)]
+    assert factors[0] < factors[1] < 1.0 and factors[2] == pytest.approx(1.0) and factors[3] < 0.01
