@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from captionkit.cli.common import add_progress_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("clip", help="CLIP utilities")
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a ClipPretrainConfig field, e.g. --set epochs=5",
     )
+    add_progress_argument(pre)
     pre.set_defaults(func=run_pretrain)
     p.set_defaults(func=lambda a: p.print_help())
 
@@ -46,6 +49,6 @@ def run_pretrain(args: argparse.Namespace) -> int:
         + ([f"image_tower={args.image_tower}"] if args.image_tower else [])
     )
     config = load_config(ClipPretrainConfig, args.config, overrides)
-    out = pretrain_clip(args.dataset, args.out, config)
+    out = pretrain_clip(args.dataset, args.out, config, progress=not args.no_progress)
     print(f"wrote {out} (use it as --set encoder=clip:{out})")
     return 0

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pre.add_argument("--encoder", required=True, help="vgg16, vgg16-bn, vgg16-small, vgg16-bn-small or clip:SOURCE")
     pre.add_argument(
+        "--dataset",
         "--data",
+        dest="data",
         required=True,
         help="synth:SEED (the demo's labelled scene stream), a folder of class subfolders, or a "
         ".csv/.tsv/.jsonl table of image + labels",

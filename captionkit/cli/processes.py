@@ -30,8 +30,9 @@ def launch_processes(device: str | None = None) -> Processes:
     accelerate's PartialState joins the group, on CPU with gloo when there is no GPU (without cpu=True the
     processes would each run alone)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return Processes(0, 1, torch.device(chosen), lambda: None)
+        from captionkit.cli.common import resolve_device
+
+        return Processes(0, 1, torch.device(resolve_device(device)), lambda: None)
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from captionkit.cli.common import add_device_argument, add_ptb_tokenizer_argument, resolve_device
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,12 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated, e.g. bleu,CIDEr,METEOR (default: all coco-caption metrics, "
         "plus CLIPScore/RefCLIPScore with --clip)",
     )
-    p.add_argument(
-        "--tokenizer",
-        choices=["auto", "java", "python"],
-        default="auto",
-        help="PTB tokenizer: pycocoevalcap's Java one, or the pure-Python one (auto: Java if installed)",
-    )
+    add_ptb_tokenizer_argument(p)
     p.add_argument("--images", help="folder with the images (CLIPScore; default: the dataset's own image paths)")
     p.add_argument("--clip", help="CLIP hub id or local directory for CLIPScore/RefCLIPScore")
     p.add_argument(
@@ -42,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score the images in both files instead of failing on ids found in only one",
     )
     p.add_argument("--batch-size", type=int, default=32, help="CLIP batch size")
-    p.add_argument("--device", default="cpu", help="device for CLIP (cpu, cuda, ...)")
+    add_device_argument(p, what="device for CLIP: ")
     p.set_defaults(func=run)
 
 
@@ -67,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
         {k: refs.captions[k] for k in ids},
         {k: candidates[k] for k in ids},
         args.metrics,
-        args.tokenizer,
+        args.ptb_tokenizer,
         images=images,
         clip=args.clip,
         batch_size=args.batch_size,
-        device=args.device,
+        device=resolve_device(args.device) if args.clip else "cpu",
     )
     notes = [f"tokenizer: {result.tokenizer}", *result.skipped.values()]
     print(f"captionkit: scored {len(ids)} images; " + "; ".join(notes), file=sys.stderr)
