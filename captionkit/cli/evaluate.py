@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from captionkit.evaluation.evaluate import evaluate_model
+    from captionkit.evaluation.metrics import resolve_metrics
 
+    resolve_metrics(args.metrics)  # an unknown metric fails now, not after captioning the whole split
     result = evaluate_model(
         args.model_dir,
         args.dataset,
