@@ -81,6 +81,9 @@ def train(
     """Train a model; returns its directory (RUN_DIR/model). `config` is a RunConfig or a YAML/JSON run file;
     otherwise the run is built as `captionkit train` builds it: a preset, then dataset/out/`settings`
     (features=, init_from=, dataset_format=, dataset_options=), then "KEY=VALUE" overrides."""
+    from captionkit.errors import require
+
+    require("accelerate", extra="train")
     from captionkit.training import RunConfig, load_run_config
     from captionkit.training import train as run
 
@@ -101,6 +104,9 @@ def evaluate(
 ) -> EvalResult:
     """Caption a split of a dataset with a model and score it; writes the results beside the model
     (RUN_DIR/eval/...) unless `out_dir` is given. options: metrics=, batch_size=, device=, progress=, ..."""
+    from captionkit.errors import require
+
+    require("pycocoevalcap", extra="eval")
     from captionkit.evaluation.evaluate import evaluate_model
 
     return evaluate_model(model_dir, dataset, split, decoding, **options)
@@ -113,6 +119,9 @@ def score(
     **options: Any,
 ) -> Scores:
     """pycocoevalcap's metrics of candidates {id: caption} against references {id: [caption, ...]}."""
+    from captionkit.errors import require
+
+    require("pycocoevalcap", extra="eval")
     from captionkit.evaluation.metrics import score as compute
 
     return compute(references, candidates, metrics, **options)
@@ -141,6 +150,9 @@ def pretrain_clip(dataset: PathLike, out: PathLike, *, progress: bool = True, **
     """Train a CLIP contrastively on a dataset's train split (LiT with image_tower=...); returns the CLIP directory,
     usable as encoder `clip:OUT`. settings: ClipPretrainConfig fields (epochs=, width=, ...)."""
     from captionkit.config import from_dict
+    from captionkit.errors import require
+
+    require("accelerate", extra="train")
     from captionkit.training.clip_pretrain import ClipPretrainConfig
     from captionkit.training.clip_pretrain import pretrain_clip as run
 

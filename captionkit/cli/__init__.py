@@ -1,4 +1,6 @@
-"""The `captionkit` command: a thin layer over the Python API, grouped by noun with verb subcommands."""
+"""The `captionkit` command: a thin layer over the Python API, grouped by noun with verb subcommands.
+
+The top layer: it may import every other package; nothing in captionkit imports it."""
 
 from __future__ import annotations
 

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from captionkit.config import load_config
+    from captionkit.errors import require
+
+    require("accelerate", extra="train")
     from captionkit.training.clip_pretrain import ClipPretrainConfig, pretrain_clip
 
     overrides = (

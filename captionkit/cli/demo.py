@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from captionkit.config import load_config
+    from captionkit.errors import require
+
+    require("accelerate", extra="train")
     from captionkit.demo import DemoConfig, format_table, run_demo
 
     if args.pretrain_encoders:

@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from captionkit.config import load_config
-    from captionkit.errors import ConfigError
+    from captionkit.errors import ConfigError, require
+
+    require("accelerate", extra="train")
     from captionkit.training.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
 
     overrides = [*args.overrides, f"encoder={args.encoder}", f"data={args.data}"]

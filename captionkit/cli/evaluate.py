@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from captionkit.errors import require
+
+    require("pycocoevalcap", extra="eval")
     from captionkit.evaluation.evaluate import evaluate_model
     from captionkit.evaluation.metrics import resolve_metrics
 

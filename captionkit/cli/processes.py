@@ -33,8 +33,10 @@ def launch_processes(device: str | None = None) -> Processes:
         from captionkit.cli.common import resolve_device
 
         return Processes(0, 1, torch.device(resolve_device(device)), lambda: None)
-    from accelerate import PartialState
+    from captionkit.errors import require
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    accelerate = require("accelerate", extra="train")
+
+    state = accelerate.PartialState(cpu=not torch.cuda.is_available())
     device = state.device if state.device.type != "cpu" else torch.device("cpu")  # not "cpu:0": safetensors refuses it
     return Processes(state.process_index, state.num_processes, device, state.wait_for_everyone)

@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from captionkit.errors import DatasetError
+    from captionkit.errors import DatasetError, require
+
+    require("pycocoevalcap", extra="eval")
     from captionkit.evaluation.metrics import score
     from captionkit.evaluation.results import match_ids, read_candidates, read_references, write_json
 

@@ -101,7 +101,10 @@ def check_host(host: str, api_key: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from captionkit.errors import require
+
+    require("fastapi", extra="serve")
+    uvicorn = require("uvicorn", extra="serve")
 
     from captionkit.serve import ServeSettings, create_app
 

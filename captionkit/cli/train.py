@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from captionkit.errors import ConfigError
+    from captionkit.errors import ConfigError, require
+
+    require("accelerate", extra="train")
     from captionkit.training import load_run_config, train
 
     config_file = args.config

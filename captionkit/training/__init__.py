@@ -1,4 +1,7 @@
-"""Model-agnostic training on Hugging Face accelerate: `train(run_config) -> RUN_DIR/model`."""
+"""Model-agnostic training on Hugging Face accelerate: `train(run_config) -> RUN_DIR/model`.
+
+May import evaluation (dev metrics), inference, data, decoding, models and the foundation; never report (its
+sibling layer), demo, serve or cli. Needs the `train` extra (accelerate, tensorboard)."""
 
 from captionkit.training.config import EvalConfig, RunConfig, TrainConfig, load_run_config
 
