@@ -129,5 +129,5 @@ def test_json_is_one_flag(capsys) -> None:
 
     assert main(["models", "list", "--json"]) == 0
     assert "tiny-clipcap-mlp" in json.loads(capsys.readouterr().out)["presets"]
-    for line in ("data check D", "features info F", "models list"):
+    for line in ("data check D", "features info F", "models list", "demo"):
         assert parse(f"{line} --json").json is True
