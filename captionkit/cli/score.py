@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "plus CLIPScore/RefCLIPScore with --clip)",
     )
     add_ptb_tokenizer_argument(p)
-    p.add_argument("--images", help="folder with the images (CLIPScore; default: the dataset's own image paths)")
+    p.add_argument("--image-dir", help="folder holding the images (CLIPScore; default: the dataset's own image paths)")
+    # the older spelling; not listed, since `data synth --images` is a count
+    p.add_argument("--images", dest="image_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--clip", help="CLIP hub id or local directory for CLIPScore/RefCLIPScore")
     p.add_argument(
         "--allow-missing",
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from captionkit.evaluation.results import match_ids, read_candidates, read_references, write_json
 
     candidates = read_candidates(args.candidates)
-    refs = read_references(args.references, None if args.split == "all" else args.split, args.images)
+    refs = read_references(args.references, None if args.split == "all" else args.split, args.image_dir)
     ids, warning = match_ids(refs.captions, candidates, args.references, args.candidates, args.allow_missing)
     if warning:
         print(f"captionkit: warning: {warning}", file=sys.stderr)
@@ -59,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.clip:
         images = {k: refs.image_paths[k] for k in ids if k in refs.image_paths}
         if len(images) < len(ids):
-            raise DatasetError(f"{args.references}: no image path for some ids; pass --images DIR for CLIPScore")
-    elif args.images:
-        print("captionkit: warning: --images is only used with --clip", file=sys.stderr)
+            raise DatasetError(f"{args.references}: no image path for some ids; pass --image-dir DIR for CLIPScore")
+    elif args.image_dir:
+        print("captionkit: warning: --image-dir is only used with --clip", file=sys.stderr)
     result = score(
         {k: refs.captions[k] for k in ids},
         {k: candidates[k] for k in ids},

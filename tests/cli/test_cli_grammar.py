@@ -95,6 +95,13 @@ def test_ptb_tokenizer_has_its_own_name_and_the_old_spelling_still_works() -> No
     assert parse("import clipcap C --mapping mlp --prefix-length 1 --gpt2 G --tokenizer T --out O").tokenizer == "T"
 
 
+def test_a_folder_of_images_is_image_dir_and_images_is_a_count() -> None:
+    assert parse("score C --references R --image-dir IMGS").image_dir == "IMGS"
+    assert parse("score C --references R --images IMGS").image_dir == "IMGS"  # the older spelling still works
+    assert parse("data check D --image-dir IMGS").image_dir.name == "IMGS"
+    assert parse("data synth OUT --images 5").images == 5
+
+
 def test_models_import_clipcap_is_the_same_command_as_import_clipcap() -> None:
     old = vars(parse("import clipcap C --mapping mlp --prefix-length 10 --gpt2 G --out O"))
     new = vars(parse("models import clipcap C --mapping mlp --prefix-length 10 --gpt2 G --out O"))
