@@ -29,7 +29,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="captionkit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="captionkit", description=__doc__.splitlines()[0])
     from captionkit.version import __version__
 
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
