@@ -3,6 +3,9 @@ a traceback; the message names the file, line or field and what to do. Imports n
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class CaptionkitError(Exception):
     """Base of every user-facing captionkit error: the message alone tells the user what to fix."""
@@ -50,3 +53,21 @@ class CheckpointError(CaptionkitError, ValueError):
 def user_errors() -> tuple[type[BaseException], ...]:
     """What the CLI reports as one line: captionkit's own errors and a missing file the user named."""
     return (CaptionkitError, FileNotFoundError)
+
+
+class MissingExtraError(CaptionkitError, ImportError):
+    """An optional dependency that is not installed; the message is the pip command that installs its extra."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import `module` of the optional extra `extra` (train, eval, serve, scale, notebooks), or fail with the one
+    line that installs it. A module that is installed but fails to import is not hidden behind that hint."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name is None or exc.name.split(".")[0] != module.split(".")[0]:
+            raise
+        raise MissingExtraError(
+            f"{module} is not installed; it comes with captionkit's {extra!r} extra: "
+            f"pip install 'captionkit[{extra}]' (in a clone: pip install -e '.[{extra}]')"
+        ) from exc

@@ -1,4 +1,6 @@
-"""The `captionkit` command: a thin layer over the Python API, grouped by noun with verb subcommands."""
+"""The `captionkit` command: a thin layer over the Python API, grouped by noun with verb subcommands.
+
+The top layer: it may import every other package; nothing in captionkit imports it."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ COMMAND_MODULES = [
     "captionkit.cli.features",  # features extract | info
     "captionkit.cli.encoder",  # encoder pretrain
     "captionkit.cli.clip",  # clip pretrain
-    "captionkit.cli.models",  # models list
+    "captionkit.cli.models",  # models list | import clipcap
     "captionkit.cli.train",  # train
-    "captionkit.cli.importer",  # import clipcap
+    "captionkit.cli.importer",  # import clipcap (the older spelling of `models import clipcap`)
     "captionkit.cli.caption",  # caption
     "captionkit.cli.evaluate",  # evaluate
     "captionkit.cli.score",  # score
@@ -27,8 +29,11 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="captionkit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="captionkit", description=__doc__.splitlines()[0])
+    from captionkit.version import __version__
+
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"captionkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from captionkit.cli.common import add_dataset_arguments, parse_options
+from captionkit.cli.common import add_dataset_arguments, add_progress_argument, parse_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a ClipPretrainConfig field, e.g. --set epochs=5",
     )
+    add_progress_argument(pre)
     pre.set_defaults(func=run_pretrain)
     p.set_defaults(func=lambda a: p.print_help())
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from captionkit.config import load_config
+    from captionkit.errors import require
+
+    require("accelerate", extra="train")
     from captionkit.training.clip_pretrain import ClipPretrainConfig, pretrain_clip
 
     overrides = (
@@ -50,7 +54,12 @@ def run_pretrain(args: argparse.Namespace) -> int:
     )
     config = load_config(ClipPretrainConfig, args.config, overrides)
     out = pretrain_clip(
-        args.dataset, args.out, config, dataset_format=args.format, dataset_options=parse_options(args.option)
+        args.dataset,
+        args.out,
+        config,
+        dataset_format=args.format,
+        dataset_options=parse_options(args.option),
+        progress=not args.no_progress,
     )
     print(f"wrote {out} (use it as --set encoder=clip:{out})")
     return 0

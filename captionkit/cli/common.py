@@ -1,4 +1,4 @@
-"""Options shared by several commands (decoding settings), so each is defined once."""
+"""Options shared by several commands (dataset, device, --json, --no-progress, decoding), so each is defined once."""
 
 from __future__ import annotations
 
@@ -63,10 +63,16 @@ DATASET_HELP = (
 )
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser, required: bool = True, flag: bool = True) -> None:
-    """--dataset (or a positional PATH), --format and the repeatable --option KEY=VALUE of the dataset readers."""
-    if flag:
-        parser.add_argument("--dataset", required=required, help=DATASET_HELP)
+def add_dataset_arguments(
+    parser: argparse.ArgumentParser, required: bool = True, positional: bool = False, dest: str = "dataset"
+) -> None:
+    """--dataset PATH, --format and the repeatable --option KEY=VALUE of the dataset readers. positional: PATH may
+    also come as the first argument (`data check PATH`); `dataset_path(args)` returns whichever was given."""
+    if positional:
+        parser.add_argument("path", nargs="?", metavar="PATH", help="the dataset, as PATH or --dataset PATH")
+        parser.add_argument("--dataset", dest=dest, default=None, help=DATASET_HELP)
+    else:
+        parser.add_argument("--dataset", dest=dest, required=required, help=DATASET_HELP)
     parser.add_argument(
         "--format",
         default="auto",
@@ -98,3 +104,53 @@ def parse_options(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError as exc:
             raise ConfigError(f"--option {item!r}: cannot parse the value ({exc.__class__.__name__})") from exc
     return options
+
+
+def dataset_path(args: argparse.Namespace) -> str:
+    """The dataset of a command that takes it as PATH or --dataset PATH (exactly one of them)."""
+    from captionkit.errors import ConfigError
+
+    given = [p for p in (getattr(args, "path", None), args.dataset) if p is not None]
+    if len(given) != 1:
+        raise ConfigError("give the dataset once, as PATH or as --dataset PATH")
+    return given[0]
+
+
+def add_device_argument(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """--device, the same default everywhere: None, which the library resolves (cuda if available, else cpu)."""
+    parser.add_argument(
+        "--device", default=None, help=f"{what}cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)"
+    )
+
+
+def resolve_device(device: str | None) -> str:
+    """--device checked against this machine, else the library's one default-device rule (cuda if available, else
+    cpu); a device that does not exist here is a one-line error naming the ones that do."""
+    from captionkit.models.devices import resolve_device as resolve  # lazy: the CLI starts without torch
+
+    return str(resolve(device))
+
+
+def add_json_argument(parser: argparse.ArgumentParser, what: str = "print one JSON object instead of text") -> None:
+    """--json: the one flag for machine-readable output."""
+    parser.add_argument("--json", action="store_true", help=what)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """--no-progress: no progress bars (for logs and scripts)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_ptb_tokenizer_argument(parser: argparse.ArgumentParser) -> None:
+    """--ptb-tokenizer: how captions are tokenized for the metrics (not a model's tokenizer). The old spelling
+    --tokenizer still works here, where no model tokenizer could be meant; it is no longer listed."""
+    choices = ["auto", "java", "python"]
+    parser.add_argument(
+        "--ptb-tokenizer",
+        choices=choices,
+        default="auto",
+        help="PTB tokenizer for the metrics: pycocoevalcap's Java one or the pure-Python one (auto: Java if installed)",
+    )
+    parser.add_argument(
+        "--tokenizer", dest="ptb_tokenizer", choices=choices, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )

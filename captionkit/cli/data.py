@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from captionkit.cli.common import add_dataset_arguments, parse_options
+from captionkit.cli.common import (
+    add_dataset_arguments,
+    add_json_argument,
+    add_progress_argument,
+    dataset_path,
+    parse_options,
+)
 
 PROBLEMS_SHOWN = 40
 
@@ -18,10 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     check = verbs.add_parser("check", help="validate a dataset: images, splits, captions, problems with file:line")
     _add_reader_arguments(check)
-    check.add_argument("--json", action="store_true", help="print one JSON object")
+    add_json_argument(check)
     check.add_argument("--strict", action="store_true", help="exit 1 if any problem is found")
     check.add_argument("--no-decode", action="store_true", help="only check that image files exist (faster)")
     check.add_argument("--max-pixels", type=int, default=None, help="largest image accepted (pixels)")
+    add_progress_argument(check)
     check.set_defaults(func=run_check)
 
     convert = verbs.add_parser("convert", help="write a dataset as Karpathy split JSON or COCO references JSON")
@@ -36,18 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--images", type=int, default=100, help="number of images (default 100)")
     synth.add_argument("--seed", type=int, default=0, help="random seed: same arguments, byte-identical output")
     synth.add_argument("--size", type=int, default=None, help="image side in pixels")
+    synth.add_argument("--force", action="store_true", help="replace a dataset already in OUT")
     synth.set_defaults(func=run_synth)
     p.set_defaults(func=lambda a: p.print_help())
 
 
 def _add_reader_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "path",
-        help="dataset directory or caption file; shards as a folder, a brace pattern "
-        "(data/cc/{00000..00099}.tar) or a list file; hf:NAME for the hub",
-    )
+    add_dataset_arguments(parser, positional=True)
     parser.add_argument("--image-dir", type=Path, default=None, help="folder holding the images")
-    add_dataset_arguments(parser, flag=False)
 
 
 def reader_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,11 +65,11 @@ def run_check(args: argparse.Namespace) -> int:
     from captionkit.data.check import check_dataset
 
     report = check_dataset(
-        args.path,
+        dataset_path(args),
         args.format,
         decode_images=not args.no_decode,
         max_pixels=args.max_pixels,
-        progress=True,
+        progress=not args.no_progress,
         **reader_kwargs(args),
     )
     if args.json:
@@ -120,7 +123,7 @@ def format_report(report: dict[str, Any]) -> str:
 def run_convert(args: argparse.Namespace) -> int:
     from captionkit.data.formats import load_dataset, write_coco_references, write_karpathy
 
-    dataset = load_dataset(args.path, args.format, **reader_kwargs(args))
+    dataset = load_dataset(dataset_path(args), args.format, **reader_kwargs(args))
     records = dataset.split(args.split) if args.split else dataset.records
     if args.to == "karpathy":
         out = write_karpathy(records, args.out, dataset_name=dataset.format)
@@ -134,7 +137,12 @@ def run_convert(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     from captionkit.data.formats import load_dataset
     from captionkit.data.synthetic import write_synthetic_dataset
+    from captionkit.errors import ConfigError
 
+    if not args.force and args.out.is_dir() and any(args.out.iterdir()):
+        raise ConfigError(
+            f"{args.out} already holds files; pass --force to replace the dataset there, or choose a new folder"
+        )
     size = {} if args.size is None else {"size": args.size}
     out = write_synthetic_dataset(args.out, images=args.images, seed=args.seed, **size)
     dataset = load_dataset(out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from captionkit.cli.common import add_json_argument
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,11 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "stream (fixed seed, resumable under OUT/encoders) and install them into the package "
         "(captionkit/pretrained/), where the demo reads them",
     )
+    add_json_argument(p, "print OUT/metrics.json's content (one JSON object) instead of the table")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from captionkit.config import load_config
+    from captionkit.errors import require
+
+    require("accelerate", extra="train")
     from captionkit.demo import DemoConfig, format_table, run_demo
 
     if args.pretrain_encoders:
@@ -54,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"scst=[{','.join(p for p in DemoConfig().scst if p in wanted)}]")
     config = load_config(DemoConfig, args.config, overrides)
     results = run_demo(config)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
     print()
     print(format_table(results))
     print(f"\nwrote {config.out}/metrics.json and {config.out}/report.html")
-    print(json.dumps({"blind_caption": results["baselines"]["blind"].get("caption")}))
+    print(f"the blind baseline's caption for every image: {results['baselines']['blind'].get('caption')!r}")
     return 0

@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pre.add_argument("--encoder", required=True, help="vgg16, vgg16-bn, vgg16-small, vgg16-bn-small or clip:SOURCE")
     pre.add_argument(
+        "--dataset",
         "--data",
+        dest="data",
         required=True,
         help="synth:SEED (the demo's labelled scene stream), a folder of class subfolders, or a "
         ".csv/.tsv/.jsonl table of image + labels",
@@ -48,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from captionkit.config import load_config
-    from captionkit.errors import ConfigError
+    from captionkit.errors import ConfigError, require
+
+    require("accelerate", extra="train")
     from captionkit.training.encoder_pretrain import EncoderPretrainConfig, pretrain_encoder
 
     overrides = [*args.overrides, f"encoder={args.encoder}", f"data={args.data}"]

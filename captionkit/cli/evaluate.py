@@ -9,6 +9,9 @@ import sys
 from captionkit.cli.common import (
     add_dataset_arguments,
     add_decoding_arguments,
+    add_device_argument,
+    add_progress_argument,
+    add_ptb_tokenizer_argument,
     decoding_overrides,
     parse_options,
     rerank_options,
@@ -29,21 +32,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="split to evaluate (default: test)")
     p.add_argument("--out", help="a run directory (results go to OUT/eval/<split>) or the folder to write into")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_device_argument(p)
     p.add_argument("--metrics", help="comma-separated metric names (default: all coco-caption metrics)")
-    p.add_argument(
-        "--tokenizer",
-        choices=["auto", "java", "python"],
-        default="auto",
-        help="PTB tokenizer for the metrics (auto: pycocoevalcap's Java one if Java is installed)",
-    )
+    add_ptb_tokenizer_argument(p)
+    add_progress_argument(p)
     add_decoding_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from captionkit.evaluation.evaluate import evaluate_model
+    from captionkit.errors import require
 
+    require("pycocoevalcap", extra="eval")
+    from captionkit.evaluation.evaluate import evaluate_model
+    from captionkit.evaluation.metrics import resolve_metrics
+
+    resolve_metrics(args.metrics)  # an unknown metric fails now, not after captioning the whole split
     result = evaluate_model(
         args.model_dir,
         args.dataset,
@@ -53,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         metrics=args.metrics,
-        tokenizer=args.tokenizer,
+        tokenizer=args.ptb_tokenizer,
+        progress=not args.no_progress,
         dataset_format=args.format,
         dataset_options=parse_options(args.option),
         rerank=rerank_options(args),

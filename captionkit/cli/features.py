@@ -7,7 +7,13 @@ import json
 import os
 from pathlib import Path
 
-from captionkit.cli.common import add_dataset_arguments, parse_options
+from captionkit.cli.common import (
+    add_dataset_arguments,
+    add_device_argument,
+    add_json_argument,
+    add_progress_argument,
+    parse_options,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,12 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="float32",
         help="stored precision (float16 halves the size; reads return float32)",
     )
-    ex.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_argument(ex)
+    add_progress_argument(ex)
     ex.set_defaults(func=run_extract)
     info = verbs.add_parser("info", help="describe a feature cache")
     info.add_argument("dir", help="cache directory")
-    info.add_argument("--json", action="store_true", help="print the manifest (failed images counted) as JSON")
+    add_json_argument(info, "print the manifest (failed images counted) as JSON")
     info.set_defaults(func=run_info)
     p.set_defaults(func=lambda a: p.print_help())
 

@@ -1,4 +1,4 @@
-"""`captionkit import clipcap`: turn an original ClipCap checkpoint into a captionkit model directory."""
+"""`captionkit models import clipcap` (or `import clipcap`): an original ClipCap checkpoint -> a model directory."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import", help="import models trained by other code")
-    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    # `import clipcap` is kept for scripts; `models import clipcap` is the noun-then-verb spelling (not listed twice)
+    register_import_verbs(sub.add_parser("import"))
+
+
+def register_import_verbs(p: argparse.ArgumentParser) -> None:
+    """The `clipcap` verb under `import` and under `models import`."""
+    verbs = p.add_subparsers(dest="source", metavar="SOURCE")
     c = verbs.add_parser(
         "clipcap",
         help="a checkpoint of the original ClipCap code (rmokady/CLIP_prefix_caption)",

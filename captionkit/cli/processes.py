@@ -33,8 +33,9 @@ def launch_processes(device: str | None = None) -> Processes:
     processes would each run alone)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Processes(0, 1, resolve_device(device), lambda: None)
-    from accelerate import PartialState
+    from captionkit.errors import require
 
-    state = PartialState(cpu=default_device().type == "cpu")
+    accelerate = require("accelerate", extra="train")
+    state = accelerate.PartialState(cpu=default_device().type == "cpu")
     device = state.device if state.device.type != "cpu" else torch.device("cpu")  # not "cpu:0": safetensors refuses it
     return Processes(state.process_index, state.num_processes, device, state.wait_for_everyone)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from captionkit.cli.common import add_device_argument, add_ptb_tokenizer_argument, resolve_device
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,13 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated, e.g. bleu,CIDEr,METEOR (default: all coco-caption metrics, "
         "plus CLIPScore/RefCLIPScore with --clip)",
     )
-    p.add_argument(
-        "--tokenizer",
-        choices=["auto", "java", "python"],
-        default="auto",
-        help="PTB tokenizer: pycocoevalcap's Java one, or the pure-Python one (auto: Java if installed)",
-    )
-    p.add_argument("--images", help="folder with the images (CLIPScore; default: the dataset's own image paths)")
+    add_ptb_tokenizer_argument(p)
+    p.add_argument("--image-dir", help="folder holding the images (CLIPScore; default: the dataset's own image paths)")
+    # the older spelling; not listed, since `data synth --images` is a count
+    p.add_argument("--images", dest="image_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument("--clip", help="CLIP hub id or local directory for CLIPScore/RefCLIPScore")
     p.add_argument(
         "--allow-missing",
@@ -42,17 +41,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score the images in both files instead of failing on ids found in only one",
     )
     p.add_argument("--batch-size", type=int, default=32, help="CLIP batch size")
-    p.add_argument("--device", default="cpu", help="device for CLIP (cpu, cuda, ...)")
+    add_device_argument(p, what="device for CLIP: ")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from captionkit.errors import DatasetError
+    from captionkit.errors import DatasetError, require
+
+    require("pycocoevalcap", extra="eval")
     from captionkit.evaluation.metrics import score
     from captionkit.evaluation.results import match_ids, read_candidates, read_references, write_json
 
     candidates = read_candidates(args.candidates)
-    refs = read_references(args.references, None if args.split == "all" else args.split, args.images)
+    refs = read_references(args.references, None if args.split == "all" else args.split, args.image_dir)
     ids, warning = match_ids(refs.captions, candidates, args.references, args.candidates, args.allow_missing)
     if warning:
         print(f"captionkit: warning: {warning}", file=sys.stderr)
@@ -60,18 +61,18 @@ def run(args: argparse.Namespace) -> int:
     if args.clip:
         images = {k: refs.image_paths[k] for k in ids if k in refs.image_paths}
         if len(images) < len(ids):
-            raise DatasetError(f"{args.references}: no image path for some ids; pass --images DIR for CLIPScore")
-    elif args.images:
-        print("captionkit: warning: --images is only used with --clip", file=sys.stderr)
+            raise DatasetError(f"{args.references}: no image path for some ids; pass --image-dir DIR for CLIPScore")
+    elif args.image_dir:
+        print("captionkit: warning: --image-dir is only used with --clip", file=sys.stderr)
     result = score(
         {k: refs.captions[k] for k in ids},
         {k: candidates[k] for k in ids},
         args.metrics,
-        args.tokenizer,
+        args.ptb_tokenizer,
         images=images,
         clip=args.clip,
         batch_size=args.batch_size,
-        device=args.device,
+        device=resolve_device(args.device) if args.clip else "cpu",
     )
     notes = [f"tokenizer: {result.tokenizer}", *result.skipped.values()]
     print(f"captionkit: scored {len(ids)} images; " + "; ".join(notes), file=sys.stderr)

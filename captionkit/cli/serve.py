@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+from captionkit.cli.common import add_device_argument
 from captionkit.errors import ConfigError
 
 API_KEY_ENV = "CAPTIONKIT_API_KEY"
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help="allow cross-origin requests from ORIGIN, e.g. https://example.org (repeatable)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    add_device_argument(p)
     p.add_argument(
         "--rerank-clip",
         action="append",
@@ -100,7 +101,10 @@ def check_host(host: str, api_key: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from captionkit.errors import require
+
+    require("fastapi", extra="serve")
+    uvicorn = require("uvicorn", extra="serve")
 
     from captionkit.serve import ServeSettings, create_app
 

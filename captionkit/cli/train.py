@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from captionkit.cli.common import add_dataset_arguments, parse_options
+from captionkit.cli.common import add_dataset_arguments, add_progress_argument, parse_options
 
 EPILOG = """examples:
   captionkit train --preset tiny-clipcap-mlp --dataset data/synth --out runs/tiny
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="start from a named preset (see `captionkit models list`)")
     add_dataset_arguments(p, required=False)
     p.add_argument("--out", help="run directory (RUN_DIR)")
+    add_progress_argument(p)
     p.add_argument("--features", help="feature cache directory (default: RUN_DIR/../features/<encoder>-<dataset>)")
     p.add_argument(
         "--init-from",
@@ -56,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from captionkit.errors import ConfigError
+    from captionkit.errors import ConfigError, require
+
+    require("accelerate", extra="train")
     from captionkit.training import load_run_config, train
 
     config_file = args.config
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_options=options or None,
         init_from=args.init_from,
     )
-    model_dir = train(config, resume=args.resume)
+    model_dir = train(config, resume=args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one line, not one per process
         print(f"model: {model_dir}")
     return 0

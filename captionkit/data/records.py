@@ -72,9 +72,6 @@ class CaptionDataset:
             return list(self.records)
         return [r for r in self.records if r.split in names]
 
-    def by_id(self) -> dict[str, Record]:
-        return {r.image_id: r for r in self.records}
-
     def with_images(self, records: list[Record] | None = None) -> list[Record]:
         """Only the records whose image file exists: never train on a caption whose image is missing."""
         return [r for r in (self.records if records is None else records) if r.image_path.is_file()]

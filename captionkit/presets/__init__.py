@@ -1,0 +1,2 @@
+"""The named run presets (`<name>.json`, `hf/` model configs) that `captionkit models list` shows. Data only:
+imports nothing."""

@@ -1,5 +1,6 @@
 """Encoder weights shipped inside the package: the demo's pretrained encoders (the offline stand-ins for ImageNet
-VGG16 and OpenAI's CLIP image tower), written by `captionkit demo --pretrain-encoders`.
+VGG16 and OpenAI's CLIP image tower), written by `captionkit demo --pretrain-encoders`. Data only: it may import
+only the foundation (config, registry, errors, version).
 
   vgg16-bn-small-demo.safetensors   `vgg16-bn-small:fc2@demo`, `vgg16-bn-small:conv5_3@demo` (fp16 on disk)
   demo-clip-vision/                 `captionkit:demo-clip-vision`, a CLIP directory whose image side is the

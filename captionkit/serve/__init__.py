@@ -1,4 +1,7 @@
-"""The captioning web service: `create_app(models, settings)` (FastAPI) behind `captionkit serve`."""
+"""The captioning web service: `create_app(models, settings)` (FastAPI) behind `captionkit serve`.
+
+An application: it may import training, report, evaluation, inference and everything below them; never demo or
+cli. Needs the `serve` extra (FastAPI, uvicorn)."""
 
 from __future__ import annotations
 

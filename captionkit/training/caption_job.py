@@ -34,10 +34,10 @@ MODEL_DIR = "model"
 RESOLVED_CONFIG = "resolved_config.json"
 
 
-def train(config: RunConfig, resume: bool = False) -> Path:
+def train(config: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     """Train `config.model` on `config.dataset`; returns RUN_DIR/model, the best model directory."""
     run_dir = Path(config.out)
-    Engine(CaptionJob(config, resume), config.train, run_dir).run(resume)
+    Engine(CaptionJob(config, resume), config.train, run_dir, progress).run(resume)
     return run_dir / MODEL_DIR
 
 

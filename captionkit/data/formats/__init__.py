@@ -2,6 +2,7 @@
 
 `load_dataset(path)` detects the format of a directory or file; `read_dataset` also returns the problems found
 (strict mode raises DatasetError on malformed input, lenient mode collects it for `captionkit data check`).
+Part of data: the same imports are allowed.
 """
 
 from __future__ import annotations
