@@ -21,6 +21,8 @@ from captionkit.config import to_dict, write_resolved_config
 from captionkit.errors import CheckpointError, DatasetError
 from captionkit.models.base import CaptionModel, TextTokenizer, build_model
 from captionkit.models.model_dir import save_model_dir
+from captionkit.rundir import MODEL as MODEL_DIR
+from captionkit.rundir import RESOLVED_CONFIG
 from captionkit.training import checkpoint as ckpt
 from captionkit.training.config import RunConfig, TrainConfig
 from captionkit.training.data import (
@@ -39,8 +41,6 @@ from captionkit.training.logging import LOG_NAME, RunLogger, Throughput, truncat
 from captionkit.training.objectives import make_objective
 
 log = logging.getLogger(__name__)
-
-MODEL_DIR = "model"
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
@@ -141,7 +141,7 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
 
 
 def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
-    previous = run_dir / "resolved_config.json"
+    previous = run_dir / RESOLVED_CONFIG
     if resume and previous.is_file():
         old = json.loads(previous.read_text(encoding="utf-8"))
         changed = sorted(k for k, v in to_dict(config).items() if old.get(k) != v)
@@ -150,7 +150,7 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, resume: bool) -> None:
                 "resuming with a changed config (sections: %s); see %s for the old one", ", ".join(changed), previous
             )
     ckpt.remove_partial(run_dir)
-    write_resolved_config(config, run_dir)
+    write_resolved_config(config, run_dir, RESOLVED_CONFIG)
 
 
 @dataclasses.dataclass
