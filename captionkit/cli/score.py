@@ -14,7 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score COCO results against references with pycocoevalcap's protocol. Prints one "
         "JSON object of corpus scores keyed by pycocoevalcap's metric names.",
     )
-    p.add_argument("candidates", help='COCO results JSON [{"image_id": ..., "caption": ...}] or JSONL of the same')
+    p.add_argument(
+        "candidates",
+        help='COCO results JSON [{"image_id": ..., "caption": ...}] or JSONL (evaluate\'s predictions.json), '
+        "or caption --out's JSONL/CSV (matched to the references by image path or file name)",
+    )
     p.add_argument(
         "--references",
         required=True,
@@ -25,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-item", help="write {image_id: {metric: score}} to FILE")
     p.add_argument(
         "--metrics",
-        help="comma-separated, e.g. bleu,CIDEr,METEOR (default: all coco-caption metrics, "
-        "plus CLIPScore/RefCLIPScore with --clip)",
+        help="comma-separated names or sets, e.g. bleu,CIDEr,METEOR or fast (default: BLEU-1..4, METEOR, ROUGE-L, "
+        "CIDEr; plus CLIPScore/RefCLIPScore with --clip, object_f1 on synthetic data with scenes.json)",
     )
     p.add_argument(
         "--tokenizer",
@@ -49,10 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from captionkit.errors import DatasetError
     from captionkit.evaluation.metrics import score
-    from captionkit.evaluation.results import match_ids, read_candidates, read_references, write_json
+    from captionkit.evaluation.object_f1 import with_object_f1
+    from captionkit.evaluation.results import (
+        align_candidates,
+        match_ids,
+        read_candidates,
+        read_references,
+        write_json,
+    )
 
-    candidates = read_candidates(args.candidates)
     refs = read_references(args.references, None if args.split == "all" else args.split, args.images)
+    candidates = align_candidates(read_candidates(args.candidates), refs)
     ids, warning = match_ids(refs.captions, candidates, args.references, args.candidates, args.allow_missing)
     if warning:
         print(f"captionkit: warning: {warning}", file=sys.stderr)
@@ -66,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     result = score(
         {k: refs.captions[k] for k in ids},
         {k: candidates[k] for k in ids},
-        args.metrics,
+        with_object_f1(args.metrics, refs.scenes),  # the same rule as `evaluate`
         args.tokenizer,
+        scenes={k: refs.scenes[k] for k in ids if k in refs.scenes} if refs.scenes else None,
         images=images,
         clip=args.clip,
         batch_size=args.batch_size,
