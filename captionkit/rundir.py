@@ -92,9 +92,9 @@ def resolve_dataset_path(entry: Mapping[str, Any] | str, root: str | os.PathLike
         entry = {"path": entry, "absolute": entry}
     path, absolute = str(entry.get("path", "")), str(entry.get("absolute", ""))
     if path and is_local_path(path):
-        candidate = Path(root) / path
-        if candidate.exists():
-            return str(candidate)
+        candidate = os.path.normpath(os.path.join(root, path))
+        if os.path.exists(candidate):
+            return candidate
     return absolute or path
 
 

@@ -175,6 +175,9 @@ def test_cli_writes_to_out_and_prints_scores(run_dir, tmp_path, capsys):
     assert printed == json.loads((written / "metrics.json").read_text())
     assert fake.calls[-1]["num_beams"] == 2 and fake.calls[-1]["batch_size"] == 3
     assert json.loads((written / "decoding.json").read_text())["num_beams"] == 2
+    report = tmp_path / "report.html"
+    assert main(["report", str(other), "--split", "dev", "--out", str(report)]) == 0  # issue 16: it was refused
+    assert '<tr data-run="elsewhere">' in report.read_text()
     assert (
         main(
             [
