@@ -119,10 +119,12 @@ def run_root(model_dir: str | os.PathLike) -> Path:
 
 
 def find_results(root: str | os.PathLike) -> Iterator[Path]:
-    """Every evaluation folder (one with metrics.json) under ROOT/eval, in path order."""
+    """Every evaluation folder (one with metrics.json) under ROOT/eval, in path order; a hidden folder (results
+    being written) is not one."""
     eval_dir = Path(root) / EVAL
     if eval_dir.is_dir():
-        yield from sorted(p.parent for p in eval_dir.rglob(METRICS))
+        found = (p.parent for p in eval_dir.rglob(METRICS))
+        yield from sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(eval_dir).parts))
 
 
 def is_results_dir(path: str | os.PathLike) -> bool:
