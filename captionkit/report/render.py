@@ -251,19 +251,21 @@ def build_report(
     runs = load_runs(list(run_dirs), split)
     unique_names(runs)
     colors = {run.name: PALETTE[i % len(PALETTE)] for i, run in enumerate(runs)}
-    groups: dict[str, list[RunData]] = {}
+    groups: dict[tuple[str, str], list[RunData]] = {}  # (dataset, split) -> rows: one example grid each
     for run in runs:
-        groups.setdefault(run.dataset_key, []).append(run)
-    views = {key: load_dataset_view(rows[0]) for key, rows in groups.items()}
+        groups.setdefault((run.dataset_key, run.split), []).append(run)
+    views = {key: load_dataset_view(rows[0]) for (key, _), rows in groups.items()}
     mismatch = data_mismatch(runs)
     if mismatch:
         log.warning("report: warning: %s", mismatch)
     extremes_ids = {run.name: best_worst(run, extremes) for run in runs}
     thumbs: dict[str, dict[str, str | None]] = {}
-    for key, rows in groups.items():
+    for (key, _), rows in groups.items():
         view = views[key]
         wanted = set(_grid_ids(rows, examples)) | {i for r in rows for i in sum(extremes_ids[r.name], [])}
-        thumbs[key] = {i: thumbnail_data_uri(view.image_paths[i]) for i in sorted(wanted) if i in view.image_paths}
+        thumbs.setdefault(key, {}).update(
+            {i: thumbnail_data_uri(view.image_paths[i]) for i in sorted(wanted) if i in view.image_paths}
+        )
     warning = f'<p class="warning" id="data-warning">&#9888; {escape(mismatch)}</p>' if mismatch else ""
     sections = [
         (
@@ -277,10 +279,10 @@ def build_report(
         ("curves", "Training curves", curves_section(runs, colors)),
         ("decoding", "Decoding settings", decoding_table(runs)),
     ]
-    for key, rows in groups.items():
+    for (key, split_name), rows in groups.items():
         view = views[key]
-        head = "Examples" if len(groups) == 1 else f"Examples: {view.name}"
-        where = f"{view.name} ({view.path or 'not recorded'})"
+        head = "Examples" if len(groups) == 1 else f"Examples: {view.name} {split_name}"
+        where = f"{view.name} ({view.path or 'not recorded'}), {split_name} split"
         body = (
             f'<p class="note">Images and references of {escape(where)}.</p>'
             + (f'<p class="note">{escape(view.note)}</p>' if view.note else "")
