@@ -16,7 +16,7 @@ from tables import markdown_table
 
 from captionkit.data.synthetic import write_synthetic_dataset
 from captionkit.demo import DemoConfig, run_names
-from captionkit.evaluation.evaluate import evaluate_model
+from captionkit.evaluation.evaluate import evaluate_model, results_dir_for
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -31,7 +31,8 @@ def main() -> None:
     )
     rows = []
     for name in run_names(cfg):
-        own = json.loads((run / name / "eval" / cfg.split / "metrics.json").read_text(encoding="utf-8"))
+        own_dir = results_dir_for(run / name / "model", run / "data", cfg.split, cfg.decoding)
+        own = json.loads((own_dir / "metrics.json").read_text(encoding="utf-8"))
         other = evaluate_model(
             run / name / "model",
             fresh,

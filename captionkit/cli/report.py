@@ -10,10 +10,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="write an HTML page comparing evaluated runs",
-        description="Compare runs: metrics table, training curves, decoding settings, example images "
-        "with every model's caption. Images are embedded: the page works offline.",
+        description="Compare evaluations: metrics table (with each row's dataset and image count), training "
+        "curves, decoding settings, example images with every model's caption, each from the dataset the "
+        "captions were scored on. Rows scored on different data are flagged. Images are embedded: the page "
+        "works offline.",
     )
-    p.add_argument("run_dirs", nargs="+", help="run directories with eval/<split>/ results (captionkit evaluate)")
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        help="run directories (or `evaluate --out` folders): every evaluation of --split in them; "
+        "or results folders RUN/eval/<split>/<dataset>/<decoding>",
+    )
     p.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
     p.add_argument("--split", help="evaluated split to show (default: test, else the first evaluated)")
     p.add_argument("--examples", type=int, default=12, help="images in the example grid (default: 12)")

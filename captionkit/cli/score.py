@@ -16,7 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score COCO results against references with pycocoevalcap's protocol. Prints one "
         "JSON object of corpus scores keyed by pycocoevalcap's metric names.",
     )
-    p.add_argument("candidates", help='COCO results JSON [{"image_id": ..., "caption": ...}] or JSONL of the same')
+    p.add_argument(
+        "candidates",
+        help='COCO results JSON [{"image_id": ..., "caption": ...}] or JSONL (evaluate\'s predictions.json), '
+        "or caption --out's JSONL/CSV (matched to the references by image path or file name)",
+    )
     p.add_argument(
         "--references",
         required=True,
@@ -27,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-item", help="write {image_id: {metric: score}} to FILE")
     p.add_argument(
         "--metrics",
-        help="comma-separated, e.g. bleu,CIDEr,METEOR (default: all coco-caption metrics, "
-        "plus CLIPScore/RefCLIPScore with --clip)",
+        help="comma-separated names or sets, e.g. bleu,CIDEr,METEOR or fast (default: BLEU-1..4, METEOR, ROUGE-L, "
+        "CIDEr; plus CLIPScore/RefCLIPScore with --clip, object_f1 on synthetic data with scenes.json)",
     )
     add_ptb_tokenizer_argument(p)
     p.add_argument("--image-dir", help="folder holding the images (CLIPScore; default: the dataset's own image paths)")
@@ -50,10 +54,17 @@ def run(args: argparse.Namespace) -> int:
 
     require("pycocoevalcap", extra="eval")
     from captionkit.evaluation.metrics import score
-    from captionkit.evaluation.results import match_ids, read_candidates, read_references, write_json
+    from captionkit.evaluation.object_f1 import with_object_f1
+    from captionkit.evaluation.results import (
+        align_candidates,
+        match_ids,
+        read_candidates,
+        read_references,
+        write_json,
+    )
 
-    candidates = read_candidates(args.candidates)
     refs = read_references(args.references, None if args.split == "all" else args.split, args.image_dir)
+    candidates = align_candidates(read_candidates(args.candidates), refs)
     ids, warning = match_ids(refs.captions, candidates, args.references, args.candidates, args.allow_missing)
     if warning:
         print(f"captionkit: warning: {warning}", file=sys.stderr)
@@ -67,8 +78,9 @@ def run(args: argparse.Namespace) -> int:
     result = score(
         {k: refs.captions[k] for k in ids},
         {k: candidates[k] for k in ids},
-        args.metrics,
+        with_object_f1(args.metrics, refs.scenes),  # the same rule as `evaluate`
         args.ptb_tokenizer,
+        scenes={k: refs.scenes[k] for k in ids if k in refs.scenes} if refs.scenes else None,
         images=images,
         clip=args.clip,
         batch_size=args.batch_size,

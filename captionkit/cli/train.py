@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from captionkit.cli.common import add_dataset_arguments, add_progress_argument, parse_options
+from captionkit.rundir import RESOLVED_CONFIG
 
 EPILOG = """examples:
   captionkit train --preset tiny-clipcap-mlp --dataset data/synth --out runs/tiny
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and config_file is None and args.preset is None:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN_DIR (or a --config/--preset)")
-        config_file = Path(args.out) / "resolved_config.json"
+        config_file = Path(args.out) / RESOLVED_CONFIG
     if config_file is None and args.preset is None and args.init_from is None:
         raise ConfigError("give --preset NAME (see `captionkit models list`), --config FILE or --init-from MODEL_DIR")
     options = parse_options(args.option)  # --option K=V is --set dataset_options.K=V

@@ -46,6 +46,20 @@ def normalize_caption(
     return text
 
 
+_SPACE_BEFORE = re.compile(r"\s+([,.;:!?]|'s\b)")
+_END = re.compile(r"\s*([.!?])[\s.!?]*$")
+
+
+def tidy_caption(text: str) -> str:
+    """A generated caption as a reader expects it, the same for every model family: tokens detokenised ("a dog ,
+    running ." -> "a dog, running."; "dog 's" -> "dog's") and one final period ("two red circles" -> "two red
+    circles."). Metrics still tokenise it as pycocoevalcap does, so scores do not change."""
+    text = _SPACE_BEFORE.sub(r"\1", " ".join(text.split()))
+    if not text:
+        return text
+    return _END.sub(r"\1", text) if _END.search(text) else f"{text}."
+
+
 def encode_for_training(tokenizer: TextTokenizer, caption: str, max_length: int) -> list[int]:
     """Caption ids + EOS, at most `max_length` ids: a long caption is cut but always ends in EOS, so the model
     learns to stop (never stop on "."; Flickr8k's " ." is an ordinary token)."""

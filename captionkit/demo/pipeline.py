@@ -21,6 +21,7 @@ from typing import Any
 
 from captionkit.config import to_dict, write_resolved_config
 from captionkit.errors import UnknownNameError
+from captionkit.rundir import LAYOUT_VERSION, METRICS, MODEL, PREDICTIONS
 from captionkit.training.clip_pretrain import ClipPretrainConfig
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,11 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         if name == NEEDS["{gpt2}"]:
             made_by["{gpt2}"] = train_key
             steps.run("export-gpt2", lambda: _export_gpt2(run_dir, made["{gpt2}"]), key=train_key)
-        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg), key=[train_key, cfg.split, cfg.decoding])
+        steps.run(
+            f"evaluate-{name}",
+            lambda: _evaluate(run_dir, data, cfg),
+            key=[train_key, cfg.split, cfg.decoding, LAYOUT_VERSION],
+        )
         made_by[name] = train_key
     for parent in cfg.scst:
         name, run_dir = parent + SCST_SUFFIX, out / (parent + SCST_SUFFIX)
@@ -165,14 +170,18 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         train_key = [made_by[parent], overrides]
         steps.run(
             f"train-{name}",
-            lambda: _train(SCST_PRESETS[parent], data, run_dir, overrides, init_from=out / parent / "model"),
+            lambda: _train(SCST_PRESETS[parent], data, run_dir, overrides, init_from=out / parent / MODEL),
             key=train_key,
             outputs=(run_dir,),
         )
-        steps.run(f"evaluate-{name}", lambda: _evaluate(run_dir, data, cfg), key=[train_key, cfg.split, cfg.decoding])
+        steps.run(
+            f"evaluate-{name}",
+            lambda: _evaluate(run_dir, data, cfg),
+            key=[train_key, cfg.split, cfg.decoding, LAYOUT_VERSION],
+        )
     results = _collect(out, data, cfg)
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    _report(out, cfg)
+    _report(out, data, cfg)
     return results
 
 
@@ -223,7 +232,7 @@ def _export_gpt2(run_dir: Path, out: Path) -> None:
     from captionkit.models import hf
     from captionkit.models.model_dir import load_model_dir
 
-    loaded = load_model_dir(run_dir / "model")
+    loaded = load_model_dir(run_dir / MODEL)
     hf.save_gpt2(out, loaded.model.gpt)
     loaded.tokenizer.save_pretrained(str(out))
 
@@ -231,7 +240,14 @@ def _export_gpt2(run_dir: Path, out: Path) -> None:
 def _evaluate(run_dir: Path, data: Path, cfg: DemoConfig) -> None:
     from captionkit.evaluation.evaluate import evaluate_model
 
-    evaluate_model(run_dir / "model", data, cfg.split, cfg.decoding, progress=True)
+    evaluate_model(run_dir / MODEL, data, cfg.split, cfg.decoding, progress=True)
+
+
+def _results(run_dir: Path, data: Path, cfg: DemoConfig) -> Path:
+    """The demo's own evaluation of a run (other evaluations of the run, on other data, may sit beside it)."""
+    from captionkit.evaluation.evaluate import results_dir_for
+
+    return results_dir_for(run_dir / MODEL, data, cfg.split, cfg.decoding)
 
 
 def blind_baseline(data: Path, split: str) -> dict[str, float]:
@@ -263,19 +279,19 @@ def _collect(out: Path, data: Path, cfg: DemoConfig) -> dict[str, Any]:
     from captionkit.evaluation.diversity import caption_statistics
 
     for name in run_names(cfg):
-        folder = out / name / "eval" / cfg.split
-        predictions = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
+        folder = _results(out / name, data, cfg)
+        predictions = json.loads((folder / PREDICTIONS).read_text(encoding="utf-8"))
         models[name] = {
-            **json.loads((folder / "metrics.json").read_text(encoding="utf-8")),
+            **json.loads((folder / METRICS).read_text(encoding="utf-8")),
             **caption_statistics(p["caption"] for p in predictions),
         }
     return {"split": cfg.split, "models": models, "baselines": {"blind": blind_baseline(data, cfg.split)}}
 
 
-def _report(out: Path, cfg: DemoConfig) -> None:
+def _report(out: Path, data: Path, cfg: DemoConfig) -> None:
     from captionkit.report import build_report
 
-    build_report([out / name for name in run_names(cfg)], out / "report.html")
+    build_report([_results(out / name, data, cfg) for name in run_names(cfg)], out / "report.html")
 
 
 def format_table(

@@ -1,19 +1,24 @@
-"""Evaluate a model directory on a dataset split: caption every image, score, write the run's eval/<split>/ files.
+"""Evaluate a model directory on a dataset split: caption every image, score, write one results folder.
 
-Writes predictions.json (COCO results), metrics.json (corpus scores keyed by pycocoevalcap's names), per_item.json
-({image_id: {metric: score}}), decoding.json (the DecodingConfig used) and scoring.json (tokenizer used, metrics
-skipped and why, counts). object_f1 is added when the dataset folder has the synthetic generator's scenes.json.
+The folder is ROOT/eval/<split>/<dataset id>/<decoding key>/ (captionkit.rundir), ROOT the run directory of
+RUN_DIR/model (or `out`): results are keyed by what produced them, so evaluating on other data, another split or with
+other decoding never replaces earlier results. It holds predictions.json (COCO results), metrics.json (corpus scores
+keyed by pycocoevalcap's names), per_item.json ({image_id: {metric: score}}), decoding.json (the DecodingConfig
+used) and scoring.json (the dataset, split, image counts, tokenizer, metrics skipped and why). object_f1 is added
+when the dataset folder has the synthetic generator's scenes.json.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from captionkit import rundir
 from captionkit.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -25,36 +30,54 @@ class EvalResult:
     corpus: dict[str, float]
     captions: dict[str, str]
     info: dict[str, Any]
+    replaced: bool = False  # the very same evaluation had been written before and was replaced
 
 
-def default_out_dir(model_dir: str | os.PathLike, split: str) -> Path:
-    """RUN_DIR/eval/<split> for a run's RUN_DIR/model, else MODEL_DIR/eval/<split>."""
-    model_dir = Path(model_dir)
-    run_dir = model_dir.parent if model_dir.name == "model" else model_dir
-    return run_dir / "eval" / split
+def decoding_settings(decoding: Mapping[str, Any] | None, rerank: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every decoding setting (defaults filled in, validated) as decoding.json holds it, reranking as "rerank"."""
+    from captionkit.config import to_dict
+    from captionkit.decoding import DecodingConfig
+    from captionkit.inference.rerank import RerankConfig
+
+    settings = to_dict(DecodingConfig(**dict(decoding or {})))
+    rerank_config = RerankConfig.from_options(**dict(rerank or {}))
+    if rerank_config is not None:
+        settings["rerank"] = to_dict(rerank_config)
+    return settings
 
 
-def resolve_out_dir(out: str | os.PathLike | None, model_dir: str | os.PathLike, split: str) -> Path:
-    """--out may name a run directory (it has model/ or resolved_config.json: results go to OUT/eval/<split>) or
-    the folder to write into."""
-    if out is None:
-        return default_out_dir(model_dir, split)
-    out = Path(out)
-    if (out / "model").is_dir() or (out / "resolved_config.json").is_file():
-        return out / "eval" / split
-    return out
+def results_dir_for(
+    model_dir: str | os.PathLike,
+    dataset: str | os.PathLike,
+    split: str = "test",
+    decoding: Mapping[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    dataset_format: str = "auto",
+    dataset_options: Mapping[str, Any] | None = None,
+    rerank: Mapping[str, Any] | None = None,
+) -> Path:
+    """Where `evaluate_model` with these arguments writes (and finds) its results (the same computation)."""
+    root = Path(out) if out is not None else rundir.run_root(model_dir)
+    identity = rundir.dataset_identity(dataset, dataset_format, dataset_options)
+    return rundir.results_dir(root, split, identity["id"], rundir.decoding_key(decoding_settings(decoding, rerank)))
 
 
-def _scenes_for(dataset: str | os.PathLike) -> dict[str, dict] | None:
-    path = Path(dataset)
-    if not path.exists():  # a brace pattern of shards or hf:NAME
-        return None
-    folder = path if path.is_dir() else path.parent
-    if not (folder / "scenes.json").is_file():
-        return None
-    from captionkit.evaluation.object_f1 import load_scenes
+def _write_results(out: Path, files: Mapping[str, Any]) -> bool:
+    """Write the result files into a fresh folder beside `out`, then move it into place: a crash leaves either the
+    old results or the new ones, never a mix. True when `out` held results before (the same evaluation, redone)."""
+    from captionkit.evaluation.results import write_json
 
-    return load_scenes(folder)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    for name, data in files.items():
+        write_json(tmp / name, data)
+    replaced = out.exists()
+    if replaced:
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return replaced
 
 
 def evaluate_model(
@@ -77,20 +100,18 @@ def evaluate_model(
 
     rerank: Captioner.caption's reranking options ({"rerank": "clip", "rerank_weight": w, ...}); the settings
     go into decoding.json as "rerank"."""
-    from captionkit.config import to_dict
     from captionkit.data.formats import load_dataset
-    from captionkit.decoding import DecodingConfig
-    from captionkit.evaluation.metrics import resolve_metrics, score
-    from captionkit.evaluation.results import coco_results, write_json
+    from captionkit.evaluation.metrics import score
+    from captionkit.evaluation.object_f1 import dataset_scenes, with_object_f1
+    from captionkit.evaluation.results import coco_results
     from captionkit.inference.captioner import Captioner
-    from captionkit.inference.rerank import RerankConfig
 
     decoding = dict(decoding or {})
-    settings = to_dict(DecodingConfig(**decoding))  # validates the options before any captioning
     rerank = dict(rerank or {})
-    rerank_config = RerankConfig.from_options(**rerank)
-    if rerank_config is not None:
-        settings["rerank"] = to_dict(rerank_config)
+    settings = decoding_settings(decoding, rerank)  # validates the options before any captioning
+    root = Path(out_dir) if out_dir is not None else rundir.run_root(model_dir)
+    identity = rundir.dataset_identity(dataset, dataset_format, dataset_options)
+    out = rundir.results_dir(root, split, identity["id"], rundir.decoding_key(settings))
     data = load_dataset(dataset, dataset_format, **dict(dataset_options or {}))
     records = data.split(split)
     usable = data.with_images(records)
@@ -111,10 +132,8 @@ def evaluate_model(
     captioner = Captioner.from_dir(str(model_dir), device=device)
     texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding, **rerank)
     captions = {r.image_id: str(t) for r, t in zip(usable, texts)}
-    scenes = _scenes_for(dataset)
-    names = None if metrics is None else resolve_metrics(metrics)
-    if scenes and names is not None and "object_f1" not in names:
-        names.append("object_f1")  # metrics=None adds it by itself when scenes are given
+    scenes = dataset_scenes(dataset)
+    names = with_object_f1(metrics, scenes)
     result = score(
         {r.image_id: list(r.captions) for r in usable},
         captions,
@@ -122,18 +141,23 @@ def evaluate_model(
         tokenizer,
         scenes={k: scenes[k] for k in captions} if scenes else None,
     )
-    out = resolve_out_dir(out_dir, model_dir, split)
     info = {
         **result.info(),
-        "model_dir": str(model_dir),
-        "dataset": str(dataset),
+        "model_dir": os.path.abspath(model_dir),
+        "dataset": rundir.dataset_entry(identity, root),
         "split": split,
         "images_in_split": len(records),
         "images_scored": len(usable),
+        "layout": rundir.LAYOUT_VERSION,
     }
-    write_json(out / "predictions.json", coco_results(captions))
-    write_json(out / "metrics.json", result.corpus)
-    write_json(out / "per_item.json", result.per_item)
-    write_json(out / "decoding.json", settings)
-    write_json(out / "scoring.json", info)
-    return EvalResult(out_dir=out, corpus=result.corpus, captions=captions, info=info)
+    replaced = _write_results(
+        out,
+        {
+            rundir.PREDICTIONS: coco_results(captions),
+            rundir.METRICS: result.corpus,
+            rundir.PER_ITEM: result.per_item,
+            rundir.DECODING: settings,
+            rundir.SCORING: info,
+        },
+    )
+    return EvalResult(out_dir=out, corpus=result.corpus, captions=captions, info=info, replaced=replaced)

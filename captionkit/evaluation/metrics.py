@@ -1,7 +1,9 @@
 """Caption metrics with the coco-caption protocol: pycocoevalcap's scorers after its PTB tokenizer, corpus + per item.
 
-`score(references, candidates)` returns BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap's Cider is CIDEr-D) and,
-when its jars are present, SPICE, keyed by pycocoevalcap's names, exactly as `COCOEvalCap.evaluate` computes them:
+`score(references, candidates)` returns BLEU-1..4, METEOR, ROUGE-L and CIDEr (pycocoevalcap's Cider is CIDEr-D) keyed
+by pycocoevalcap's names, exactly as `COCOEvalCap.evaluate` computes them; SPICE when asked for by name (it needs
+Stanford CoreNLP jars that pycocoevalcap downloads). Metric sets: "default" (the above), "fast" (without METEOR,
+whose JVM start dominates a small evaluation), "coco" (the default and SPICE).
 
 - Tokenization: pycocoevalcap's PTBTokenizer jar (Stanford CoreNLP 3.4.1), references and candidates each lexed as
   one stream in the same order pycocoevalcap uses, in ONE Java process for both (`-ioFileList`). Without Java, the
@@ -37,8 +39,13 @@ COCO_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CI
 CLIP_METRICS = ("CLIPScore", "RefCLIPScore")
 OBJECT_METRICS = ("object_f1",)
 ALL_METRICS = COCO_METRICS + CLIP_METRICS + OBJECT_METRICS
+DEFAULT_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+FAST_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")  # no JVM but the tokenizer's (~0.2 s)
 JAVA_TOKENIZER, PYTHON_TOKENIZER = "ptb-java", "ptb-python"
 _ALIASES = {
+    "default": DEFAULT_METRICS,
+    "fast": FAST_METRICS,
+    "coco": COCO_METRICS,
     "bleu": ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4"),
     "rouge": ("ROUGE_L",),
     "rouge_l": ("ROUGE_L",),
@@ -80,12 +87,13 @@ class Scores:
 
 
 def resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
-    """Metric names (case-insensitive; "bleu" = Bleu_1..4, "clip" = CLIPScore + RefCLIPScore) -> canonical names.
+    """Metric names (case-insensitive; "bleu" = Bleu_1..4, "clip" = CLIPScore + RefCLIPScore, "fast" = the default
+    without METEOR, "coco" = the default and SPICE) -> canonical names.
 
-    None means every coco-caption metric (the CLIP and object metrics need extra data: ask for them by name or pass
-    that data to `score`)."""
+    None means the default set, the coco-caption metrics but SPICE (SPICE, the CLIP and the object metrics need
+    extra data or jars: ask for them by name or pass that data to `score`)."""
     if metrics is None:
-        return list(COCO_METRICS)
+        return list(DEFAULT_METRICS)
     if isinstance(metrics, str):
         metrics = [m for m in metrics.split(",") if m.strip()]
     canonical = {m.lower(): m for m in ALL_METRICS}
@@ -94,7 +102,10 @@ def resolve_metrics(metrics: str | Sequence[str] | None) -> list[str]:
         key = name.strip().lower()
         found = _ALIASES.get(key) or ((canonical[key],) if key in canonical else None)
         if found is None:
-            raise ConfigError(f"unknown metric {name!r}; valid: {', '.join(ALL_METRICS)} (or bleu, rouge, cider, clip)")
+            raise ConfigError(
+                f"unknown metric {name!r}; valid: {', '.join(ALL_METRICS)} "
+                "(or the sets fast, default, coco; bleu, rouge, cider, clip)"
+            )
         out.extend(m for m in found if m not in out)
     return out
 
@@ -297,7 +308,7 @@ def score(
     """Score candidate captions against references.
 
     references: {image id: [reference caption, ...]}; candidates: {image id: caption or [caption]}, same ids.
-    metrics: names or a comma-separated string (see `resolve_metrics`); None = the coco-caption metrics, plus
+    metrics: names or a comma-separated string (see `resolve_metrics`); None = the default set (no SPICE), plus
     CLIPScore/RefCLIPScore when `images` and `clip` are given and object_f1 when `scenes` is given.
     tokenizer: "auto" (Java when installed), "java" or "python".
     images: {image id: image path} and clip (hub id or local CLIP directory) for CLIPScore/RefCLIPScore;

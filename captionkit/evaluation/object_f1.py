@@ -16,7 +16,7 @@ from typing import Any
 from captionkit.data.scene_grammar import kind_counts, parse_objects
 from captionkit.errors import DatasetError
 
-__all__ = ["load_scenes", "object_f1", "parse_objects", "score_object_f1"]
+__all__ = ["dataset_scenes", "load_scenes", "object_f1", "parse_objects", "score_object_f1", "with_object_f1"]
 
 
 def multiset_f1(predicted: Counter, actual: Counter) -> float:
@@ -75,3 +75,29 @@ def load_scenes(dataset_dir: str | Path) -> dict[str, dict[str, Any]]:
             f"{path}: expected {{image name: {{'objects': [...], ...}}}}; regenerate it with `captionkit data synth`"
         )
     return scenes
+
+
+def dataset_scenes(dataset: str | Path) -> dict[str, dict[str, Any]] | None:
+    """The scenes of a synthetic dataset, or None: scenes.json in the dataset's folder (or beside its caption file).
+
+    The one rule `evaluate` and `score` share for when object_f1 can be computed."""
+    path = Path(dataset)
+    if not path.exists():  # a brace pattern of shards, hf:NAME
+        return None
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "scenes.json").is_file():
+        return None
+    return load_scenes(folder)
+
+
+def with_object_f1(metrics: str | list[str] | None, scenes: Mapping[str, Any] | None) -> list[str] | None:
+    """The metric names to compute: object_f1 is added whenever scenes are known (None stays None: `score` adds it
+    by itself then)."""
+    if metrics is None:
+        return None
+    from captionkit.evaluation.metrics import resolve_metrics
+
+    names = resolve_metrics(metrics)
+    if scenes and "object_f1" not in names:
+        names.append("object_f1")
+    return names

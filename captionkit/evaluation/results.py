@@ -1,4 +1,8 @@
-"""Caption results files: COCO results (`[{"image_id", "caption"}]`, JSON or JSONL) and references to score them.
+"""Caption results files and references to score them.
+
+Candidates: COCO results (`[{"image_id", "caption"}]`, JSON or JSONL, e.g. `evaluate`'s predictions.json) or
+`caption --out`'s JSONL/CSV rows (`{"path", "caption", ...}`; `caption --dataset`'s `{"key", "caption"}`), matched to
+the references by image id, then by image path, then by file name.
 
 References come from a COCO annotations file (`{"annotations": [{"image_id", "caption"}], "images": [...]}`) or from
 any dataset captionkit reads (captionkit.data.formats.load_dataset) and one of its splits. Image ids are compared as
@@ -7,6 +11,7 @@ strings, so the integer ids of COCO files match the string ids of datasets.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Mapping
@@ -24,6 +29,12 @@ class References:
     captions: dict[str, list[str]]
     image_paths: dict[str, Path] = field(default_factory=dict)
     source: str = ""
+    scenes: dict[str, dict[str, Any]] | None = None  # a synthetic dataset's true scenes (object_f1)
+    file_names: dict[str, str] = field(default_factory=dict)  # {image id: image file name}, when known
+
+    def __post_init__(self) -> None:
+        for key, path in self.image_paths.items():
+            self.file_names.setdefault(key, Path(path).name)
 
 
 def _load_json_or_jsonl(path: Path) -> Any:
@@ -51,24 +62,67 @@ def _load_json_or_jsonl(path: Path) -> Any:
         ) from exc
 
 
+_KEY_FIELDS = ("image_id", "path", "key")  # COCO results / `caption --out` / `caption --dataset`
+_EXPECTED = (
+    'expected COCO results [{"image_id": ..., "caption": ...}] or the rows `captionkit caption --out` writes '
+    '({"path": ..., "caption": ...})'
+)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: cannot read as CSV ({exc})") from exc
+
+
 def read_candidates(path: str | os.PathLike) -> dict[str, str]:
-    """{image id: caption} from a COCO results file (JSON list or JSONL). Two captions for one id is an error."""
+    """{image id or image path: caption} from COCO results (JSON list or JSONL) or `caption --out` JSONL/CSV.
+
+    Keys are the rows' image_id, else their path (or key); `align_candidates` matches them to references. Two
+    captions for one key is an error."""
     path = Path(path)
-    rows = _load_json_or_jsonl(path)
+    rows = _read_csv(path) if path.suffix.lower() in (".csv", ".tsv") else _load_json_or_jsonl(path)
     if isinstance(rows, dict) and isinstance(rows.get("annotations"), list):
         rows = rows["annotations"]
     if not isinstance(rows, list):
-        raise DatasetError(f'{path}: expected COCO results, a list of {{"image_id": ..., "caption": ...}}')
+        raise DatasetError(f"{path}: {_EXPECTED}")
     out: dict[str, str] = {}
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "image_id" not in row or not isinstance(row.get("caption"), str):
-            raise DatasetError(f'{path}: entry {i} is not {{"image_id": ..., "caption": "..."}}: {row!r:.80}')
-        key = str(row["image_id"])
+        field_name = next((k for k in _KEY_FIELDS if isinstance(row, dict) and row.get(k) not in (None, "")), None)
+        if field_name is None or not isinstance(row.get("caption"), str):
+            found = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
+            raise DatasetError(f"{path}: entry {i + 1} has {found or 'no fields'}; {_EXPECTED}")
+        key = str(row[field_name])
         if key in out:
             raise DatasetError(
-                f"{path}: entry {i}: image id {key!r} has a second caption; COCO results have one caption per image"
+                f"{path}: entry {i + 1}: {field_name} {key!r} has a second caption; one caption per image is scored"
             )
         out[key] = row["caption"]
+    return out
+
+
+def align_candidates(candidates: Mapping[str, str], references: References) -> dict[str, str]:
+    """Candidates re-keyed by the references' image ids: a key that is an image id stays; else an image path
+    (`caption`'s output) is matched to the reference image at that path, else to the one with that file name.
+    Keys that match nothing stay as they are (`match_ids` reports them)."""
+    by_path = {os.path.realpath(p): key for key, p in references.image_paths.items()}
+    names: dict[str, set[str]] = {}
+    for key in references.captions:
+        for name in {key, references.file_names.get(key, key)}:
+            names.setdefault(name, set()).add(key)
+    out: dict[str, str] = {}
+    for key, caption in candidates.items():
+        target = key
+        if key not in references.captions:
+            target = by_path.get(os.path.realpath(key)) or key
+            if target not in references.captions:
+                found = names.get(Path(key).name, set())
+                target = next(iter(found)) if len(found) == 1 else key  # an ambiguous file name matches nothing
+        if target in out:
+            raise DatasetError(f"two candidates are the caption of image {target!r} (the second is {key!r})")
+        out[target] = caption
     return out
 
 
@@ -85,6 +139,7 @@ def read_references(
         if isinstance(data, dict) and isinstance(data.get("annotations"), list):
             return _coco_references(path, data, image_dir)
     from captionkit.data.formats import load_dataset
+    from captionkit.evaluation.object_f1 import dataset_scenes
 
     dataset = load_dataset(path)
     records = dataset.split(split) if split else list(dataset.records)
@@ -92,7 +147,7 @@ def read_references(
         raise DatasetError(f"{path}: no images in split {split!r}")
     captions = {r.image_id: list(r.captions) for r in records}
     paths = {r.image_id: (image_dir / r.image_path.name if image_dir else r.image_path) for r in records}
-    return References(captions, paths, f"{path} ({split or 'all'})")
+    return References(captions, paths, f"{path} ({split or 'all'})", dataset_scenes(path))
 
 
 def _coco_references(path: Path, data: dict[str, Any], image_dir: Path | None) -> References:
@@ -109,7 +164,8 @@ def _coco_references(path: Path, data: dict[str, Any], image_dir: Path | None) -
     paths = {}
     if image_dir is not None:
         paths = {key: image_dir / names.get(key, key) for key in captions}
-    return References(captions, paths, str(path))
+    file_names = {key: Path(names[key]).name for key in captions if key in names}
+    return References(captions, paths, str(path), file_names=file_names)
 
 
 def match_ids(

@@ -13,6 +13,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from captionkit.data.records import ShardImage
+from captionkit.data.text import tidy_caption
 from captionkit.decoding import DecodingConfig, generate
 from captionkit.errors import ConfigError
 from captionkit.models.base import CaptionModel, TextTokenizer
@@ -117,8 +118,11 @@ class Captioner:
         eos = self.tokenizer.eos_token_id if eos_token_id is None else eos_token_id
         return generate(self.model, features.to(self.device), eos, config)
 
-    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
-        return [self.tokenizer.decode(list(row)).strip() for row in ids]
+    def decode(self, ids: Sequence[Sequence[int]], tidy: bool = True) -> list[str]:
+        """Caption text per row of ids; tidy (the default) detokenises and ends every caption in one period, the
+        same for every model family (captionkit.data.text.tidy_caption); tidy=False gives the tokenizer's text."""
+        texts = [self.tokenizer.decode(list(row)).strip() for row in ids]
+        return [tidy_caption(t) for t in texts] if tidy else texts
 
     def caption(
         self,

@@ -16,7 +16,7 @@ from typing import Any
 
 from captionkit.data.scene_grammar import kind_counts, parse_objects
 from captionkit.report.charts import PALETTE, line_chart
-from captionkit.report.runs import RunData, load_references, load_run, load_run_scenes, unique_names
+from captionkit.report.runs import RunData, data_mismatch, load_dataset_view, load_runs, unique_names
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,16 @@ def _metric_names(runs: Sequence[RunData]) -> list[str]:
 
 
 def metrics_table(runs: Sequence[RunData]) -> str:
-    """Model x metric table; cells carry the exact value in data-value, the best of each column is marked."""
+    """Model x metric table with each row's dataset and image count; cells carry the exact value in data-value, the
+    best of each column among the rows scored on the same data is marked."""
     names = _metric_names(runs)
-    best = {m: max((r.metrics[m] for r in runs if m in r.metrics), default=None) for m in names}
+    group = {run.name: (run.dataset_key, run.split, frozenset(run.predictions)) for run in runs}
+    best = {
+        (g, m): max((r.metrics[m] for r in runs if m in r.metrics and group[r.name] == g), default=None)
+        for g in set(group.values())
+        for m in names
+    }
+    peers = {g: sum(1 for r in runs if group[r.name] == g) for g in set(group.values())}
     head = "".join(f'<th data-sort="num">{escape(m)}</th>' for m in names)
     rows = []
     for run in runs:
@@ -74,17 +81,19 @@ def metrics_table(runs: Sequence[RunData]) -> str:
                 cells.append('<td class="na">-</td>')
                 continue
             v = run.metrics[m]
-            cls = ' class="best"' if len(runs) > 1 and v == best[m] else ""
+            g = group[run.name]
+            cls = ' class="best"' if peers[g] > 1 and v == best[(g, m)] else ""
             cells.append(f'<td data-metric="{escape(m)}" data-value="{v!r}"{cls}>{v:.4f}</td>')
         rows.append(
             f'<tr data-run="{escape(run.name)}"><th scope="row">{escape(run.name)}</th>'
             f'<td>{escape(run.model_type)}</td><td class="small">{escape(run.encoder)}</td>'
-            f"<td>{escape(run.split)}</td><td>{len(run.predictions)}</td>{''.join(cells)}</tr>"
+            f'<td class="dataset" title="{escape(run.dataset_path or "not recorded")}">{escape(run.dataset_name)}</td>'
+            f'<td>{escape(run.split)}</td><td class="images">{len(run.predictions)}</td>{"".join(cells)}</tr>'
         )
     return (
         f'<table id="metrics" class="sortable"><thead><tr><th data-sort="text">model</th><th data-sort="text">'
-        f'type</th><th data-sort="text">encoder</th><th>split</th><th data-sort="num">images</th>{head}</tr>'
-        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+        f'type</th><th data-sort="text">encoder</th><th data-sort="text">dataset</th><th>split</th>'
+        f'<th data-sort="num">images</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
 
 
@@ -221,6 +230,13 @@ def best_worst(run: RunData, k: int) -> tuple[list[str], list[str]]:
     return [i for _, i in scored[:k]], [i for _, i in worst]
 
 
+def _grid_ids(runs: Sequence[RunData], examples: int) -> list[str]:
+    """`examples` image ids every row captioned, spread over the sorted ids instead of the first few."""
+    common = sorted(set.intersection(*(set(r.predictions) for r in runs))) if runs else []
+    step = max(len(common) // examples, 1) if examples else 1
+    return common[::step][:examples]
+
+
 def build_report(
     run_dirs: Sequence[str | Path],
     out: str | Path,
@@ -229,43 +245,59 @@ def build_report(
     extremes: int = 3,
     title: str = "captionkit report",
 ) -> Path:
-    """Write one self-contained HTML page comparing the runs in `run_dirs` (their eval/<split>/ results)."""
-    runs = [load_run(d, split) for d in run_dirs]
+    """Write one self-contained HTML page comparing the evaluations in `run_dirs` (run directories: every
+    evaluation of `split`; or results folders). Each row's examples use the dataset it was scored on; rows scored on
+    different data are flagged in the page and on stderr."""
+    runs = load_runs(list(run_dirs), split)
     unique_names(runs)
     colors = {run.name: PALETTE[i % len(PALETTE)] for i, run in enumerate(runs)}
-    refs, image_paths, note = load_references(runs)
-    scenes = load_run_scenes(runs)
-    common = sorted(set.intersection(*(set(r.predictions) for r in runs))) if runs else []
-    step = max(len(common) // examples, 1) if examples else 1
-    grid_ids = common[::step][:examples]  # spread over the sorted ids instead of the first few
+    groups: dict[tuple[str, str], list[RunData]] = {}  # (dataset, split) -> rows: one example grid each
+    for run in runs:
+        groups.setdefault((run.dataset_key, run.split), []).append(run)
+    views = {key: load_dataset_view(rows[0]) for (key, _), rows in groups.items()}
+    mismatch = data_mismatch(runs)
+    if mismatch:
+        log.warning("report: warning: %s", mismatch)
     extremes_ids = {run.name: best_worst(run, extremes) for run in runs}
-    wanted = set(grid_ids) | {i for b, w in extremes_ids.values() for i in b + w}
-    thumbs = {i: thumbnail_data_uri(image_paths[i]) for i in sorted(wanted) if i in image_paths}
+    thumbs: dict[str, dict[str, str | None]] = {}
+    for (key, _), rows in groups.items():
+        view = views[key]
+        wanted = set(_grid_ids(rows, examples)) | {i for r in rows for i in sum(extremes_ids[r.name], [])}
+        thumbs.setdefault(key, {}).update(
+            {i: thumbnail_data_uri(view.image_paths[i]) for i in sorted(wanted) if i in view.image_paths}
+        )
+    warning = f'<p class="warning" id="data-warning">&#9888; {escape(mismatch)}</p>' if mismatch else ""
     sections = [
         (
             "metrics",
             "Metrics",
-            metrics_table(runs)
-            + '<p class="note">Click a column header to sort. Corpus scores from eval/&lt;split&gt;/metrics.json '
-            "(pycocoevalcap protocol); the best of each column is bold.</p>",
+            warning
+            + metrics_table(runs)
+            + '<p class="note">Click a column header to sort. Corpus scores from each evaluation\'s metrics.json '
+            "(pycocoevalcap protocol); the best of each column among rows scored on the same data is bold.</p>",
         ),
         ("curves", "Training curves", curves_section(runs, colors)),
         ("decoding", "Decoding settings", decoding_table(runs)),
-        (
-            "examples",
-            "Examples",
-            (f'<p class="note">{escape(note)}</p>' if note else "")
-            + examples_grid(runs, grid_ids, refs, thumbs, colors, scenes),
-        ),
     ]
+    for (key, split_name), rows in groups.items():
+        view = views[key]
+        head = "Examples" if len(groups) == 1 else f"Examples: {view.name} {split_name}"
+        where = f"{view.name} ({view.path or 'not recorded'}), {split_name} split"
+        body = (
+            f'<p class="note">Images and references of {escape(where)}.</p>'
+            + (f'<p class="note">{escape(view.note)}</p>' if view.note else "")
+            + examples_grid(rows, _grid_ids(rows, examples), view.references, thumbs[key], colors, view.scenes)
+        )
+        sections.append(("examples" if len(sections) == 3 else f"examples-{len(sections)}", head, body))
     for run in runs:
         best, worst = extremes_ids[run.name]
+        view, thumb = views[run.dataset_key], thumbs[run.dataset_key]
         if best:
             body = (
                 f"<h3>Best {len(best)}</h3>"
-                + examples_grid([run], best, refs, thumbs, colors, scenes)
+                + examples_grid([run], best, view.references, thumb, colors, view.scenes)
                 + f"<h3>Worst {len(worst)}</h3>"
-                + examples_grid([run], worst, refs, thumbs, colors, scenes)
+                + examples_grid([run], worst, view.references, thumb, colors, view.scenes)
             )
             sections.append((f"extremes-{len(sections)}", f"Best and worst: {run.name}", body))
     nav = "".join(f'<a href="#{sid}">{escape(head)}</a>' for sid, head, _ in sections)

@@ -1,4 +1,5 @@
-"""Read what a report shows from run directories: eval results, training curves, decoding settings, references."""
+"""Read what a report shows: every evaluation of the runs (metrics, predictions, the dataset each was scored on),
+training curves from log.jsonl, decoding settings, and each dataset's references and images."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from captionkit import rundir
 from captionkit.errors import DatasetError
 from captionkit.models.encoders import relative_spec
 
@@ -16,10 +18,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RunData:
-    """One run directory, as the report needs it (every part optional except the eval results of `split`)."""
+    """One row of the report: one evaluation (a results folder) of one run."""
 
-    path: Path
+    path: Path  # the run directory (or `evaluate --out` folder) the results belong to
     name: str
+    results: Path = Path()
     model_type: str = ""
     encoder: str = ""
     split: str = ""
@@ -30,6 +33,17 @@ class RunData:
     scoring: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # quantity -> [(epoch, value)]
     config: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)  # scoring.json's dataset entry (rundir.dataset_entry)
+    dataset_path: str | None = None  # where that dataset is now; None when the results do not say
+
+    @property
+    def dataset_key(self) -> str:
+        """The same for two rows exactly when they were scored on the same data."""
+        return str(self.dataset.get("id") or self.dataset_path or "unknown")
+
+    @property
+    def dataset_name(self) -> str:
+        return str(self.dataset.get("name") or (Path(self.dataset_path).name if self.dataset_path else "unknown"))
 
 
 def _read_json(path: Path, default: Any = None) -> Any:
@@ -41,26 +55,19 @@ def _read_json(path: Path, default: Any = None) -> Any:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def available_splits(run_dir: Path) -> list[str]:
-    """Splits with an eval/<split>/metrics.json, "test" first."""
-    found = sorted(p.parent.name for p in (run_dir / "eval").glob("*/metrics.json"))
-    return sorted(found, key=lambda s: (s != "test", s))
+def _split_of(results: Path, root: Path) -> str:
+    """ROOT/eval/<split>/... -> <split>."""
+    return results.relative_to(root / rundir.EVAL).parts[0]
 
 
 def read_curves(log_path: Path) -> dict[str, list[tuple[float, float]]]:
-    """Per-epoch curves from log.jsonl: train_loss (mean of the epoch's step losses, or the epoch event's own),
-    dev_loss and every dev_<metric> of the epoch events. Lines cut short by a killed run are skipped."""
+    """Per-epoch curves from log.jsonl (read with rundir.read_jsonl): train_loss (mean of the epoch's step losses,
+    or the epoch event's own), dev_loss and every dev_<metric> of the epoch events."""
     step_losses: dict[float, list[float]] = {}
     curves: dict[str, list[tuple[float, float]]] = {}
-    if not log_path.is_file():
-        return curves
-    for line in log_path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for event in rundir.read_jsonl(log_path):
         epoch = event.get("epoch")
-        if not isinstance(event, dict) or not isinstance(epoch, (int, float)):
+        if not isinstance(epoch, (int, float)):
             continue
         if event.get("event") == "step" and isinstance(event.get("train_loss"), (int, float)):
             step_losses.setdefault(epoch, []).append(float(event["train_loss"]))
@@ -73,42 +80,88 @@ def read_curves(log_path: Path) -> dict[str, list[tuple[float, float]]]:
     return {k: sorted(v) for k, v in curves.items()}
 
 
-def load_run(run_dir: str | Path, split: str | None = None) -> RunData:
-    """A run directory's report data for `split` (default: test if evaluated, else the first evaluated split)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise DatasetError(f"{path}: not a directory; expected a run directory with eval/<split>/metrics.json")
-    splits = available_splits(path)
-    if not splits:
-        raise DatasetError(
-            f"{path}: no eval/<split>/metrics.json; run `captionkit evaluate {path / 'model'} "
-            "--dataset ... --split test` first"
-        )
-    split = split or splits[0]
-    if split not in splits:
-        raise DatasetError(f"{path}: split {split!r} not evaluated; evaluated: {', '.join(splits)}")
-    ev = path / "eval" / split
-    config = _read_json(path / "resolved_config.json", {}) or {}
-    model = config.get("model") if isinstance(config.get("model"), dict) else {}
-    predictions = {str(p["image_id"]): p["caption"] for p in _read_json(ev / "predictions.json", [])}
-    return RunData(
-        path=path,
-        name=path.resolve().name,
-        model_type=str(model.get("type", "")),
-        encoder=relative_spec(str(config.get("encoder", "")), path) or "",
-        split=split,  # no machine's absolute paths
-        metrics={k: float(v) for k, v in _read_json(ev / "metrics.json").items() if isinstance(v, (int, float))},
-        per_item={str(k): v for k, v in (_read_json(ev / "per_item.json", {}) or {}).items()},
-        predictions=predictions,
-        decoding=_read_json(ev / "decoding.json", {}) or {},
-        scoring=_read_json(ev / "scoring.json", {}) or {},
-        curves=read_curves(path / "log.jsonl"),
-        config=config,
+def _no_results(path: Path) -> DatasetError:
+    """The refusal for a folder without evaluations, naming commands that exist for what the folder is."""
+    if (path / rundir.MODEL).is_dir():
+        evaluate = f"captionkit evaluate {path / rundir.MODEL} --dataset DATA --split test"
+    elif (path / "config.json").is_file():  # a model directory of its own: evaluate writes into it
+        evaluate = f"captionkit evaluate {path} --dataset DATA --split test"
+    else:
+        evaluate = f"captionkit evaluate MODEL_DIR --dataset DATA --split test --out {path}"
+    return DatasetError(
+        f"{path}: no evaluation results (eval/<split>/.../metrics.json); run `{evaluate}` first, "
+        f"then `captionkit report {path}`"
     )
 
 
+def result_folders(target: str | Path, split: str | None = None) -> list[Path]:
+    """The results folders a report argument stands for: one results folder itself, or every evaluation of `split`
+    in a run directory (default: test if evaluated, else the first evaluated split). RUN/model stands for RUN."""
+    path = Path(target)
+    if not path.is_dir():
+        raise DatasetError(f"{path}: not a directory; expected a run directory (with eval/) or a results folder")
+    if rundir.is_results_dir(path):
+        return [path]
+    if path.name == rundir.MODEL and not (path / rundir.EVAL).is_dir() and (path.parent / rundir.EVAL).is_dir():
+        log.info("report: %s is the model of run %s: showing the run's evaluations", path, path.parent)
+        path = path.parent
+    found = list(rundir.find_results(path))
+    if not found:
+        raise _no_results(path)
+    splits = sorted({_split_of(r, path) for r in found}, key=lambda s: (s != "test", s))
+    split = split or splits[0]
+    chosen = [r for r in found if _split_of(r, path) == split]
+    if not chosen:
+        raise DatasetError(f"{path}: split {split!r} not evaluated; evaluated: {', '.join(splits)} (pass --split NAME)")
+    return chosen
+
+
+def load_result(results: str | Path) -> RunData:
+    """One results folder, with what its run directory (the folder above eval/) adds: config, curves, name."""
+    results = Path(results)
+    root = rundir.owning_run(results) or results
+    config = _read_json(root / rundir.RESOLVED_CONFIG, {}) or {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    scoring = _read_json(results / rundir.SCORING, {}) or {}
+    entry = scoring.get("dataset")
+    if isinstance(entry, str):  # results written before the dataset was stored with its identity
+        entry = {"name": Path(entry).name, "path": entry, "absolute": entry}
+    entry = entry if isinstance(entry, dict) else {}
+    predictions = {str(p["image_id"]): p["caption"] for p in _read_json(results / rundir.PREDICTIONS, [])}
+    metrics = _read_json(results / rundir.METRICS, {}) or {}
+    return RunData(
+        path=root,
+        name=root.resolve().name,
+        results=results,
+        model_type=str(model.get("type", "")),
+        encoder=relative_spec(str(config.get("encoder", "")), root) or "",  # no machine's absolute paths
+        split=str(scoring.get("split") or (_split_of(results, root) if root != results else "")),
+        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        per_item={str(k): v for k, v in (_read_json(results / rundir.PER_ITEM, {}) or {}).items()},
+        predictions=predictions,
+        decoding=_read_json(results / rundir.DECODING, {}) or {},
+        scoring=scoring,
+        curves=read_curves(root / rundir.LOG),
+        config=config,
+        dataset=entry,
+        dataset_path=rundir.resolve_dataset_path(entry, root) if entry else None,
+    )
+
+
+def load_runs(targets: list[str | Path], split: str | None = None) -> list[RunData]:
+    """Every row the report shows for its arguments (run directories or results folders)."""
+    return [load_result(r) for t in targets for r in result_folders(t, split)]
+
+
 def unique_names(runs: list[RunData]) -> None:
-    """Make display names unique: runs with the same folder name get their parent folder's name in front."""
+    """Make display names unique: a run with several evaluations gets each one's dataset and decoding after its
+    name; runs with the same folder name get their parent folder's name in front."""
+    per_run: dict[Path, int] = {}
+    for run in runs:
+        per_run[run.path.resolve()] = per_run.get(run.path.resolve(), 0) + 1
+    for run in runs:
+        if per_run[run.path.resolve()] > 1:
+            run.name = f"{run.name} [{run.dataset_name} {run.split}, {run.results.name}]"
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.name] = counts.get(run.name, 0) + 1
@@ -117,41 +170,56 @@ def unique_names(runs: list[RunData]) -> None:
             run.name = f"{run.path.resolve().parent.name}/{run.name}"
 
 
-def load_references(runs: list[RunData]) -> tuple[dict[str, list[str]], dict[str, Path], str | None]:
-    """References and image paths of the runs' dataset (from the first resolved_config.json that names one).
+@dataclass
+class DatasetView:
+    """What the examples of one dataset need: its references, image paths and (synthetic data) true scenes."""
 
-    Returns a note instead of failing when the dataset cannot be read: the report then shows captions only."""
+    name: str
+    path: str | None
+    references: dict[str, list[str]] = field(default_factory=dict)
+    image_paths: dict[str, Path] = field(default_factory=dict)
+    scenes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str | None = None
+
+
+def load_dataset_view(run: RunData) -> DatasetView:
+    """The dataset a row was scored on, read the way evaluate read it (format and options from scoring.json).
+
+    A dataset that cannot be read gives a note instead of an error: the report then shows its captions only."""
+    view = DatasetView(run.dataset_name, run.dataset_path)
+    if not run.dataset_path:
+        view.note = f"{run.results}: scoring.json names no dataset; examples show captions only"
+        return view
+    from captionkit.data.formats import load_dataset
+    from captionkit.evaluation.object_f1 import dataset_scenes
+
+    try:
+        view.scenes = dataset_scenes(run.dataset_path) or {}
+    except DatasetError as exc:
+        log.warning("report: %s; examples without true scenes", exc)
+    try:
+        data = load_dataset(run.dataset_path, run.dataset.get("format", "auto"), **(run.dataset.get("options") or {}))
+    except (DatasetError, OSError, TypeError) as exc:
+        log.warning("report: cannot read dataset %s (%s); its examples without images and references", view.path, exc)
+        view.note = f"dataset {view.path} could not be read ({exc}); examples show captions only"
+        return view
+    view.references = {r.image_id: list(r.captions) for r in data.records}
+    view.image_paths = {r.image_id: r.image_path for r in data.records}
+    return view
+
+
+def data_mismatch(runs: list[RunData]) -> str | None:
+    """A warning when the rows were not all scored on the same images of the same data (dataset, split, images)."""
+    groups: dict[tuple[str, str, frozenset[str]], list[RunData]] = {}
     for run in runs:
-        dataset = run.config.get("dataset")
-        if not dataset:
-            continue
-        try:
-            from captionkit.data.formats import load_dataset
-
-            data = load_dataset(
-                dataset, run.config.get("dataset_format", "auto"), **(run.config.get("dataset_options") or {})
-            )
-        except (DatasetError, OSError, TypeError) as exc:
-            log.warning("report: cannot read dataset %s (%s); examples without images and references", dataset, exc)
-            return {}, {}, f"dataset {dataset} could not be read ({exc}); examples show captions only"
-        return (
-            {r.image_id: list(r.captions) for r in data.records},
-            {r.image_id: r.image_path for r in data.records},
-            None,
-        )
-    return {}, {}, "no resolved_config.json names a dataset; examples show captions only"
-
-
-def load_run_scenes(runs: list[RunData]) -> dict[str, dict[str, Any]]:
-    """The true scenes of a synthetic dataset (scenes.json beside it) the runs were scored on, else {}."""
-    from captionkit.evaluation.object_f1 import load_scenes
-
-    for run in runs:
-        dataset = run.config.get("dataset")
-        if dataset and (Path(dataset) / "scenes.json").is_file():
-            try:
-                return load_scenes(dataset)
-            except DatasetError as exc:
-                log.warning("report: %s; examples without true scenes", exc)
-                return {}
-    return {}
+        groups.setdefault((run.dataset_key, run.split, frozenset(run.predictions)), []).append(run)
+    if len(groups) < 2:
+        return None
+    parts = [
+        f"{', '.join(r.name for r in rows)}: {rows[0].dataset_name} ({rows[0].dataset_path or 'not recorded'}), "
+        f"{len(rows[0].predictions)} {rows[0].split} images"
+        for rows in groups.values()
+    ]
+    return "the rows were scored on different data, so their metrics are not comparable across groups: " + "; ".join(
+        parts
+    )

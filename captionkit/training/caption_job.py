@@ -13,6 +13,8 @@ from captionkit.config import to_dict, write_resolved_config
 from captionkit.errors import ConfigError, DatasetError
 from captionkit.models.base import CaptionModel, TextTokenizer, build_model_and_tokenizer
 from captionkit.models.model_dir import save_model_dir
+from captionkit.rundir import MODEL as MODEL_DIR
+from captionkit.rundir import RESOLVED_CONFIG
 from captionkit.training import checkpoint as ckpt
 from captionkit.training.config import RunConfig
 from captionkit.training.data import (
@@ -29,9 +31,6 @@ from captionkit.training.init_from import init_tokenizer, load_init_weights
 from captionkit.training.objectives import make_objective
 
 log = logging.getLogger(__name__)
-
-MODEL_DIR = "model"
-RESOLVED_CONFIG = "resolved_config.json"
 
 
 def train(config: RunConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -134,7 +133,7 @@ class CaptionJob(Job):
                     ", ".join(changed),
                     previous,
                 )
-        write_resolved_config(self.config, self.run_dir)
+        write_resolved_config(self.config, self.run_dir, RESOLVED_CONFIG)
 
     def start_fields(self) -> dict[str, Any]:
         return {"init_from": self.init_from}

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from captionkit.errors import CheckpointError
+from captionkit.rundir import CHECKPOINTS as CHECKPOINTS_DIR
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
 STATE_NAME = "trainer_state.json"  # written last: it lists every other file with its size
 MODEL_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"

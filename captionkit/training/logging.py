@@ -14,8 +14,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-LOG_NAME = "log.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+from captionkit.rundir import LOG as LOG_NAME
+from captionkit.rundir import TENSORBOARD as TENSORBOARD_DIR
+from captionkit.rundir import read_jsonl, read_log
+
+__all__ = ["LOG_NAME", "TENSORBOARD_DIR", "RunLogger", "Throughput", "read_jsonl", "read_log", "truncate_jsonl"]
 
 
 class RunLogger:
@@ -88,23 +91,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def read_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The events of RUN_DIR/log.jsonl in order (a line cut short by a kill is skipped)."""
-    return read_jsonl(Path(run_dir) / LOG_NAME)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The objects of a JSON-lines file in order ([] when it does not exist; a line cut short by a kill is skipped)."""
-    events = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return events
 
 
 def truncate_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from captionkit.cli import main
+from captionkit.data.synthetic import write_synthetic_dataset
 from captionkit.demo import DEMO_MODELS, Steps
 from captionkit.training.logging import read_log
 
@@ -49,8 +50,15 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     assert (out / "gpt2" / "config.json").is_file()
 
     markers = {p.name: p.stat().st_mtime_ns for p in (out / ".steps").iterdir()}
+    # a user evaluates a demo model on other data: the demo's own results stay, its report shows only them
+    other = write_synthetic_dataset(tmp_path / "other", images=12, seed=3, size=64)
+    model = out / "demo-show-tell-merge" / "model"
+    assert main(["evaluate", str(model), "--dataset", str(other), "--metrics", "fast", "--tokenizer", "python"]) == 0
     assert main(args) == 0  # everything done before: reused
     assert {p.name: p.stat().st_mtime_ns for p in (out / ".steps").iterdir()} == markers
+    assert json.loads((out / "metrics.json").read_text()) == results
+    report = (out / "report.html").read_text()
+    assert "different data" not in report and report.count('<tr data-run="demo-show-tell-merge"') == 1
 
     # a changed CLIP setting redoes the CLIP and everything built on it, and nothing else
     config["clip"]["epochs"] = 2

@@ -151,3 +151,20 @@ def test_encode_for_training_with_the_registered_gpt2_tokenizer(gpt2_tokenizer_d
     caption = "Two dogs play in the snow ."
     assert encode_for_training(tok, caption, 30) == encode_for_training(reference, caption, 30)
     assert encode_for_training(tok, caption, 30)[-2:] == [764, 50256]  # " ." then EOS
+
+
+@pytest.mark.parametrize(
+    ("raw", "tidy"),
+    [
+        ("a dog , running .", "a dog, running."),
+        ("two red circles", "two red circles."),
+        ("a man 's hat . .", "a man's hat."),
+        ("is it ?", "is it?"),
+        ("  a   dog .", "a dog."),
+        ("", ""),
+    ],
+)
+def test_tidy_caption_detokenises_and_ends_in_one_period(raw, tidy):
+    from captionkit.data.text import tidy_caption
+
+    assert tidy_caption(raw) == tidy

@@ -148,3 +148,15 @@ def test_a_directory_without_an_encoder_says_what_to_do(image_paths):
     features_model.input_kind = "features"
     with pytest.raises(ConfigError, match="names no image encoder"):
         Captioner(features_model, vocab, encoder=None, device="cpu").caption(image_paths[:1])
+
+
+def test_captions_read_alike_whatever_the_tokenizer(captioner):
+    """Issue 16: ClipCap captions ended in " ." with " , " inside, the LSTM's (word vocabulary) had no final period.
+    Both now come out detokenised, ending in one period; the tokenizer's own text stays available."""
+    gpt2_ids = [captioner.tokenizer.encode(" a dog , running on the grass .")]
+    assert captioner.decode(gpt2_ids) == ["a dog, running on the grass."]
+    assert captioner.decode(gpt2_ids, tidy=False) == ["a dog , running on the grass ."]
+    vocab = WordVocab.build(["a dog running on the grass ."])
+    lstm_like = Captioner.__new__(Captioner)
+    lstm_like.tokenizer = vocab
+    assert lstm_like.decode([vocab.encode("a dog running on the grass")]) == ["a dog running on the grass."]

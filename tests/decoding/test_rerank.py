@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import captionkit
+from captionkit import rundir
 from captionkit.cli import main
 from captionkit.decoding import DecodingConfig, beam_search
 from captionkit.errors import ConfigError
@@ -193,6 +194,8 @@ def test_evaluate_reranks_and_records_the_settings(clipcap_dir, tmp_path, capsys
         )
         == 0
     ), capsys.readouterr().err
-    decoding = json.loads((out / "decoding.json").read_text())
+    (results,) = rundir.find_results(out)
+    assert results.name.startswith("greedy-rerank-")
+    decoding = json.loads((results / "decoding.json").read_text())
     assert decoding["rerank"] == {"method": "clip", "weight": 0.25, "candidates": 3, "clip": None}
-    assert "CIDEr" in json.loads((out / "metrics.json").read_text())
+    assert "CIDEr" in json.loads((results / "metrics.json").read_text())

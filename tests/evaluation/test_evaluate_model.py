@@ -1,4 +1,5 @@
-"""`evaluate_model` / `captionkit evaluate`: captions a split in batches and writes the run's eval/<split>/ files.
+"""`evaluate_model` / `captionkit evaluate`: captions a split in batches and writes one results folder in the run,
+RUN/eval/<split>/<dataset>/<decoding>/, keyed by what produced it.
 
 A stand-in Captioner (the contract `captionkit.load(dir).caption(paths, batch_size=, progress=, **decoding)`)
 keeps this test about evaluation, not about a model."""
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from captionkit import rundir
 from captionkit.cli import main
 from captionkit.config import to_dict
 from captionkit.data.formats import load_dataset
@@ -58,7 +60,9 @@ def test_writes_every_eval_file_into_the_run(run_dir):
         metrics=FAST,
         tokenizer="python",
     )
-    out = run / "eval" / "test"
+    (out,) = rundir.find_results(run)
+    assert out.relative_to(run).parts[:3] == ("eval", "test", rundir.dataset_identity(data)["id"])
+    assert out.name.startswith("beam3-")
     assert result.out_dir == out and loaded == [str(run / "model")]
     assert fake.calls == [
         {"n": len(result.captions), "batch_size": 4, "progress": True, "num_beams": 3, "max_new_tokens": 12}
@@ -82,6 +86,47 @@ def test_writes_every_eval_file_into_the_run(run_dir):
     info = json.loads((out / "scoring.json").read_text())
     assert info["tokenizer"] == "ptb-python" and info["split"] == "test"
     assert info["images_scored"] == info["images_in_split"] == len(test_records)
+    assert info["dataset"]["path"] == "../synth" and info["dataset"]["absolute"] == str(data.resolve())
+    assert info["dataset"]["name"] == "synth" and info["dataset"]["format"] == "auto"
+
+
+def test_other_data_split_or_decoding_never_replaces_earlier_results(run_dir, tmp_path, capsys):
+    """Issue 16: `evaluate MODEL --dataset OTHER --split test` replaced the run's demo results in eval/test/."""
+    run, data, _, _ = run_dir
+    other = write_synthetic_dataset(tmp_path / "other" / "synth", images=12, seed=5, size=48)
+    args = ["evaluate", str(run / "model"), "--metrics", FAST, "--tokenizer", "python"]
+    assert main([*args, "--dataset", str(data)]) == 0
+    (first,) = rundir.find_results(run)
+    first_metrics = (first / "metrics.json").read_text()
+    assert str(first) in capsys.readouterr().err  # says where it went
+    assert main([*args, "--dataset", str(other)]) == 0  # same folder name "synth", other data
+    err = capsys.readouterr().err
+    assert main([*args, "--dataset", str(data), "--split", "dev"]) == 0
+    assert main([*args, "--dataset", str(data), "--num-beams", "2"]) == 0
+    found = list(rundir.find_results(run))
+    assert len(found) == 4 and (first / "metrics.json").read_text() == first_metrics
+    scorings = [json.loads((p / "scoring.json").read_text()) for p in found]
+    assert sorted(s["images_scored"] for s in scorings) == [1, 3, 3, 3]  # the 12-image set has 1 test image
+    assert {s["dataset"]["absolute"] for s in scorings} == {str(data.resolve()), str(other.resolve())}
+    assert "1 other evaluation(s) kept" in err and "new results" in err
+    assert main([*args, "--dataset", str(data)]) == 0  # the very same evaluation again: replaces its own folder
+    assert len(list(rundir.find_results(run))) == 4
+    assert "replaced the same evaluation's earlier results" in capsys.readouterr().err
+
+
+def test_the_stored_dataset_path_resolves_from_anywhere(run_dir, tmp_path, monkeypatch):
+    """Issue 16: the dataset path was stored relative to the directory evaluate ran in."""
+    run, data, _, _ = run_dir
+    monkeypatch.chdir(tmp_path)
+    result = evaluate_model(Path("run") / "model", Path("synth"), "test", None, metrics="CIDEr", tokenizer="python")
+    entry = json.loads((result.out_dir / "scoring.json").read_text())["dataset"]
+    monkeypatch.chdir(data / "Images")
+    assert Path(rundir.resolve_dataset_path(entry, run.resolve())).resolve() == data.resolve()
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "run").rename(moved / "run")
+    (tmp_path / "synth").rename(moved / "synth")  # run and data moved together: the relative path still works
+    assert Path(rundir.resolve_dataset_path(entry, moved / "run")).resolve() == (moved / "synth").resolve()
 
 
 def test_missing_images_are_left_out_with_a_warning(run_dir, caplog):
@@ -125,9 +170,14 @@ def test_cli_writes_to_out_and_prints_scores(run_dir, tmp_path, capsys):
     )
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((other / "metrics.json").read_text())
+    (written,) = rundir.find_results(other)  # --out DIR: DIR/eval/<split>/..., the layout `report DIR` reads
+    assert written.relative_to(other).parts[:2] == ("eval", "dev")
+    assert printed == json.loads((written / "metrics.json").read_text())
     assert fake.calls[-1]["num_beams"] == 2 and fake.calls[-1]["batch_size"] == 3
-    assert json.loads((other / "decoding.json").read_text())["num_beams"] == 2
+    assert json.loads((written / "decoding.json").read_text())["num_beams"] == 2
+    report = tmp_path / "report.html"
+    assert main(["report", str(other), "--split", "dev", "--out", str(report)]) == 0  # issue 16: it was refused
+    assert '<tr data-run="elsewhere">' in report.read_text()
     assert (
         main(
             [
@@ -145,7 +195,21 @@ def test_cli_writes_to_out_and_prints_scores(run_dir, tmp_path, capsys):
         )
         == 0
     )
-    assert (run / "eval" / "test" / "metrics.json").is_file()  # --out RUN_DIR -> RUN_DIR/eval/<split>
+    (in_run,) = rundir.find_results(run)  # --out RUN_DIR -> RUN_DIR/eval/<split>/...
+    assert in_run.relative_to(run).parts[:2] == ("eval", "test")
+
+
+def test_spice_is_mentioned_only_when_asked_for(run_dir, capsys):
+    """Issue 16: "SPICE skipped ... site-packages path" was printed by every evaluate although nobody asked."""
+    run, data, _, _ = run_dir
+    base = ["evaluate", str(run / "model"), "--dataset", str(data), "--tokenizer", "python"]
+    assert main([*base, "--metrics", "fast"]) == 0
+    assert "SPICE" not in capsys.readouterr().err
+    result = evaluate_model(run / "model", data, "test", None, tokenizer="python", metrics=None)
+    assert "SPICE" not in result.info["skipped"] and "SPICE" not in result.corpus
+    assert main([*base, "--metrics", "cider,spice"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("SPICE skipped") == 1 or "SPICE" in json.loads(captured.out)  # asked for: said once
 
 
 @pytest.mark.slow
@@ -180,7 +244,7 @@ def test_end_to_end_with_a_real_tiny_model(tmp_path, capsys):
         ]
     )
     assert code == 0
-    out = run / "eval" / "test"
+    (out,) = rundir.find_results(run)
     predictions = json.loads((out / "predictions.json").read_text())
     assert len(predictions) == len(load_dataset(data).split("test"))
     assert all(isinstance(p["caption"], str) for p in predictions)  # a random model may say nothing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -104,10 +105,64 @@ def test_references_from_a_dataset_and_split(flickr8k_fixture, fixture_captions,
 def test_malformed_candidates_are_one_line_errors(files, tmp_path, capsys):
     ref_path, _, _, _ = files
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps([{"image": 1, "text": "a dog"}]))
+    bad.write_text(json.dumps([{"image": 1, "text": "a dog " * 40}]))
     assert main(["score", str(bad), "--references", str(ref_path), *FAST]) == 2
     err = capsys.readouterr().err
-    assert "bad.json: entry 0 is not" in err and err.count("\n") == 1
+    assert "bad.json: entry 1 has image, text; expected COCO results" in err and err.count("\n") == 1
+    assert err.endswith('({"path": ..., "caption": ...})\n')  # issue 16: the message was cut mid-string
+
+
+@pytest.fixture()
+def synth(tmp_path):
+    from captionkit.data.formats import load_dataset
+    from captionkit.data.synthetic import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "synth", images=30, seed=0, size=48)
+    records = load_dataset(data).split("test")
+    captions = {r.image_id: r.captions[0] if i % 2 else "two red circles" for i, r in enumerate(records)}
+    return data, records, captions
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_captions_output_is_scored_as_it_is(synth, tmp_path, capsys, suffix):
+    """Issue 16: `caption --out caps.jsonl` writes path + caption; score wanted image_id."""
+    data, records, captions = synth
+    predictions = tmp_path / "predictions.json"  # what evaluate writes
+    predictions.write_text(json.dumps([{"image_id": k, "caption": c} for k, c in captions.items()]))
+    assert main(["score", str(predictions), "--references", str(data), *FAST]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    caps = tmp_path / f"caps{suffix}"
+    rows = [{"path": str(r.image_path), "caption": captions[r.image_id], "model": "m"} for r in records]
+    if suffix == ".csv":  # the columns `caption --out caps.csv` writes
+        with caps.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "caption", "model", "decoding"])
+            writer.writeheader()
+            writer.writerows({**r, "decoding": "{}"} for r in rows)
+    else:
+        caps.write_text("".join(json.dumps({**r, "decoding": {}}) + "\n" for r in rows))
+    assert main(["score", str(caps), "--references", str(data), *FAST]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    moved = tmp_path / "copies"  # the same images captioned from another folder: matched by file name
+    moved.mkdir()
+    relative = tmp_path / "relative.jsonl"
+    relative.write_text("".join(json.dumps({**r, "path": str(moved / Path(r["path"]).name)}) + "\n" for r in rows))
+    assert main(["score", str(relative), "--references", str(data), *FAST]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+
+
+def test_object_f1_follows_the_same_rule_as_evaluate(synth, tmp_path, capsys):
+    """Issue 16: `score --metrics object_f1` refused a synthetic dataset with scenes.json that evaluate uses."""
+    from captionkit.evaluation.object_f1 import load_scenes
+
+    data, records, captions = synth
+    predictions = tmp_path / "predictions.json"
+    predictions.write_text(json.dumps([{"image_id": k, "caption": c} for k, c in captions.items()]))
+    assert main(["score", str(predictions), "--references", str(data), "--metrics", "object_f1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = score({r.image_id: list(r.captions) for r in records}, captions, "object_f1", scenes=load_scenes(data))
+    assert printed == expected.corpus == {"object_f1": expected.corpus["object_f1"]}
+    assert main(["score", str(predictions), "--references", str(data), *FAST]) == 0  # added as evaluate adds it
+    assert "object_f1" in json.loads(capsys.readouterr().out)
 
 
 def test_caption_statistics_show_length_and_repetition():

@@ -11,6 +11,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from captionkit import rundir
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL_NAME = "captionkit-tests"
 NAMES = ["VGG16_LSTM_training.ipynb", "CLIPCap_training.ipynb"]
@@ -56,8 +58,10 @@ def assert_metrics(path: Path) -> dict[str, float]:
 
 def assert_run(run: Path, report: bool = True) -> None:
     assert (run / "model" / "config.json").is_file()
-    assert_metrics(run / "eval" / "test" / "metrics.json")
-    predictions = json.loads((run / "eval" / "test" / "predictions.json").read_text(encoding="utf-8"))
+    (results,) = rundir.find_results(run)  # RUN/eval/test/<dataset>/<decoding>
+    assert results.relative_to(run).parts[:2] == ("eval", "test")
+    assert_metrics(results / "metrics.json")
+    predictions = json.loads((results / "predictions.json").read_text(encoding="utf-8"))
     assert predictions and all(p["image_id"].startswith("synth_") for p in predictions)
     if report:
         assert (run / "report.html").stat().st_size > 0

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from captionkit import rundir
+
 METRICS = {
     "run_a": {"Bleu_1": 0.6123456789, "Bleu_4": 0.2011111, "METEOR": 0.2222, "ROUGE_L": 0.48, "CIDEr": 0.731},
     "run_b": {"Bleu_1": 0.5999, "Bleu_4": 0.2155, "METEOR": 0.2101, "ROUGE_L": 0.4912345, "CIDEr": 0.8123},
@@ -46,7 +48,8 @@ def runs(tmp_path: Path, flickr8k_fixture: Path) -> tuple[list[Path], Path]:
                 "out": str(run),
             },
         )
-        ev = run / "eval" / "test"
+        identity = rundir.dataset_identity(data)
+        ev = rundir.results_dir(run, "test", identity["id"], "greedy-000000")
         _write(ev / "metrics.json", metrics)
         _write(
             ev / "predictions.json",
@@ -57,7 +60,15 @@ def runs(tmp_path: Path, flickr8k_fixture: Path) -> tuple[list[Path], Path]:
             {p.name: {"CIDEr": (i + 1) * 0.3 + r * 0.05, "Bleu_4": 0.1 * i} for i, p in enumerate(images)},
         )
         _write(ev / "decoding.json", {"num_beams": 1 + 2 * r, "max_new_tokens": 30, "length_penalty": 1.0})
-        _write(ev / "scoring.json", {"tokenizer": "ptb-java", "skipped": {"SPICE": "SPICE skipped: no jars"}})
+        _write(
+            ev / "scoring.json",
+            {
+                "tokenizer": "ptb-java",
+                "skipped": {"SPICE": "SPICE skipped: no jars"},
+                "split": "test",
+                "dataset": rundir.dataset_entry(identity, run),
+            },
+        )
         events = []
         for epoch in range(1, 4):
             events += [

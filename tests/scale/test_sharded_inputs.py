@@ -6,6 +6,7 @@ import json
 import pytest
 from scale_helpers import append_corrupt_member, truncate
 
+from captionkit import rundir
 from captionkit.cli import main
 from captionkit.data.features import FeatureCache
 from captionkit.data.formats import load_dataset
@@ -161,6 +162,8 @@ def test_extract_train_evaluate(source, preset, request, tmp_path, capsys):
         )
         == 0
     )
-    predictions = json.loads((run / "eval" / "dev" / "predictions.json").read_text())
+    (results,) = rundir.find_results(run)
+    assert results.relative_to(run).parts[:2] == ("eval", "dev")
+    predictions = json.loads((results / "predictions.json").read_text())
     dev = load_dataset(dataset, **({"caption_column": "captions"} if options else {})).split("dev")
     assert sorted(p["image_id"] for p in predictions) == sorted(r.image_id for r in dev)
