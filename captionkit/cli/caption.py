@@ -14,8 +14,10 @@ from tqdm import tqdm
 from captionkit.cli.common import (
     add_dataset_arguments,
     add_decoding_arguments,
+    add_dtype_arguments,
     decoding_overrides,
     parse_options,
+    precision_options,
     rerank_options,
 )
 
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="attention models: write the image with one heat-map panel per word (one image only)",
     )
     add_decoding_arguments(p)
+    add_dtype_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.paths:
         raise FileNotFoundError("give image files, folders or globs to caption, or --dataset SOURCE --out DIR")
     paths = expand_image_paths(args.paths)
-    captioner = captionkit.load(args.model_dir, device=args.device)
+    captioner = captionkit.load(args.model_dir, device=args.device, **precision_options(args))
     decoding = decoding_overrides(args)
     rerank = rerank_options(args)
     if args.attention:
@@ -115,7 +118,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.dataset}: no images in split {args.split!r}")
     procs = launch_processes(args.device)
     try:
-        captioner = captionkit.load(args.model_dir, device=procs.device)
+        captioner = captionkit.load(args.model_dir, device=procs.device, **precision_options(args))
         result = caption_shards(
             captioner,
             plan_shards(records, args.shard_size),

@@ -9,8 +9,10 @@ import sys
 from captionkit.cli.common import (
     add_dataset_arguments,
     add_decoding_arguments,
+    add_dtype_arguments,
     decoding_overrides,
     parse_options,
+    precision_options,
     rerank_options,
 )
 
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="PTB tokenizer for the metrics (auto: pycocoevalcap's Java one if Java is installed)",
     )
     add_decoding_arguments(p)
+    add_dtype_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_format=args.format,
         dataset_options=parse_options(args.option),
         rerank=rerank_options(args),
+        precision=precision_options(args),
     )
     notes = [f"tokenizer: {result.info['tokenizer']}", *result.info["skipped"].values()]
     print(

@@ -72,11 +72,12 @@ def evaluate_model(
     dataset_format: str = "auto",
     dataset_options: Mapping[str, Any] | None = None,
     rerank: Mapping[str, Any] | None = None,
+    precision: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Caption `split` of `dataset` with the model in `model_dir` and write the eval files (see module doc).
 
     rerank: Captioner.caption's reranking options ({"rerank": "clip", "rerank_weight": w, ...}); the settings
-    go into decoding.json as "rerank"."""
+    go into decoding.json as "rerank". precision: captionkit.load's dtype / quantize / max_pixels options."""
     from captionkit.config import to_dict
     from captionkit.data.formats import load_dataset
     from captionkit.decoding import DecodingConfig
@@ -108,7 +109,7 @@ def evaluate_model(
             ", ".join(missing[:3]),
             len(usable),
         )
-    captioner = Captioner.from_dir(str(model_dir), device=device)
+    captioner = Captioner.from_dir(str(model_dir), device=device, **dict(precision or {}))
     texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding, **rerank)
     captions = {r.image_id: str(t) for r, t in zip(usable, texts)}
     scenes = _scenes_for(dataset)

@@ -44,9 +44,11 @@ MODEL_DIR = "model"
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    """CPU unless a GPU is present; under torchrun on CPU `cpu=True` is what makes the processes one run."""
+    """CPU unless a GPU is present; under torchrun on CPU `cpu=True` is what makes the processes one run.
+    On the CPU, bf16 runs as accelerate's bfloat16 autocast (CPUs with AVX-512 BF16 or AMX gain from it); fp16 needs
+    a GPU."""
     has_gpu = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
-    precision = config.mixed_precision if has_gpu else "no"
+    precision = config.mixed_precision if has_gpu or config.mixed_precision == "bf16" else "no"
     if precision != config.mixed_precision:
         log.warning("train.mixed_precision=%s needs a GPU; training in fp32 on CPU", config.mixed_precision)
     return Accelerator(cpu=not has_gpu, mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps)
