@@ -130,3 +130,23 @@ def test_train_bf16_is_accelerate_autocast_on_the_cpu():
     assert accelerator.mixed_precision == "bf16"
     with accelerator.autocast():
         assert (torch.randn(2, 4) @ torch.randn(4, 3)).dtype == torch.bfloat16
+
+
+def test_features_extract_in_bfloat16_stays_close_to_float32(tmp_path):
+    from captionkit.cli import main
+    from captionkit.data.features import FeatureCache
+    from captionkit.data.synthetic import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "data", images=6, seed=0, size=64)
+    caches = {}
+    for compute in ("float32", "bfloat16"):
+        out = tmp_path / compute
+        args = ["features", "extract", "--dataset", str(data), "--encoder", "clip:captionkit:tiny-clip"]
+        args += ["--out", str(out), "--workers", "0", "--no-progress", "--compute-dtype", compute]
+        assert main(args) == 0
+        caches[compute] = FeatureCache.open(out)
+    ids = sorted(caches["float32"].ids)
+    want, got = caches["float32"].get_many(ids), caches["bfloat16"].get_many(ids)
+    assert got.dtype == torch.float32  # stored as asked (--dtype), whatever the encoder ran in
+    assert not torch.equal(got, want)  # it did run in bfloat16
+    assert nn.functional.cosine_similarity(got, want, dim=-1).min() >= 0.999  # as for the encoder above
