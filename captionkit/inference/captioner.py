@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from captionkit.data.records import ShardImage
 from captionkit.decoding import DecodingConfig, generate
 from captionkit.errors import ConfigError
+from captionkit.models import hf
 from captionkit.models.base import CaptionModel, TextTokenizer
 from captionkit.models.encoders import ImageEncoder, load_encoder
 from captionkit.models.precision import Precision, apply_precision, cast_encoder, floating_dtype, resolve_precision
@@ -78,7 +79,8 @@ class Captioner:
         if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
             raise ConfigError(f"max_pixels must be a positive whole number of pixels, got {max_pixels!r}")
         decoding = DecodingConfig().replace(**options)
-        loaded = load_model_dir(model_dir, device=device)
+        with hf.weights_follow():  # no random init of weights the directory's safetensors replace
+            loaded = load_model_dir(model_dir, device=device)
         return cls(
             loaded.model,
             loaded.tokenizer,
