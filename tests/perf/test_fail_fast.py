@@ -109,3 +109,20 @@ def test_no_raw_decompression_bomb_warning_reaches_the_user(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "raise max_pixels" in done.stdout and "loaded (1200, 1000)" in done.stdout
     assert "DecompressionBombWarning" not in done.stderr and done.stderr.strip() == ""
+
+
+def test_evaluate_passes_the_precision_to_the_model(clipcap_dir, tmp_path, capsys):
+    from captionkit.data.synthetic import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "data", images=4, seed=0, size=64)
+    args = ["evaluate", str(clipcap_dir), "--dataset", str(data), "--split", "all", "--out", str(tmp_path / "ev")]
+    assert main([*args, "--dtype", "float16", "--device", "cpu"]) == 2  # refused when the model loads
+    assert "float16 needs a GPU" in capsys.readouterr().err
+
+
+def test_serve_settings_check_the_precision():
+    from captionkit.serve.settings import ServeSettings
+
+    with pytest.raises(ConfigError, match="serve settings: quantize int8 takes float32"):
+        ServeSettings(dtype="bfloat16", quantize="int8", device="cpu")
+    assert ServeSettings(quantize="int8", device="cpu").precision_options == {"quantize": "int8"}
