@@ -32,7 +32,7 @@ BAR = 0.02  # the issue's quality bar: CIDEr and object_f1 within 0.02 of float3
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     load_at_start = os.getloadavg()
-    models = sorted(p.parent.name for p in args.demo.glob("demo-*/model/config.json"))
+    models = sorted(p.parent.parent.name for p in args.demo.glob("demo-*/model/config.json"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
