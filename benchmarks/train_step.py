@@ -71,14 +71,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loss.backward()
         opt32.step()
         opt32.zero_grad()
-        return float(loss)
+        return float(loss.detach())
 
     def step16() -> float:
         loss = bf16(batch).loss
         accelerator.backward(loss)
         opt16.step()
         opt16.zero_grad()
-        return float(loss)
+        return float(loss.detach())
 
     step32(), step16()  # warm-up
     seconds = {"float32": 0.0, "bf16 autocast": 0.0}
