@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import build_tiny
+from perf_helpers import build_tiny
 from torch import nn
 
 import captionkit
