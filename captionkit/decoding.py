@@ -13,6 +13,7 @@ from torch import Tensor
 
 from captionkit.errors import ConfigError
 from captionkit.models.base import CaptionModel, uncached_logits
+from captionkit.models.precision import floating_dtype
 
 BEAM_SCORINGS = ("default", "clipcap")
 NEG_INF = float("-inf")
@@ -160,7 +161,8 @@ class _Stepper:
 
     def __init__(self, model: CaptionModel, features: Tensor, use_cache: bool) -> None:
         self.model, self.use_cache = model, use_cache
-        self.features = features
+        # float features follow the model's dtype (a bfloat16 model reads bfloat16); scores are fp32 after the logits
+        self.features = features.to(floating_dtype(model)) if features.is_floating_point() else features
         self.history = torch.zeros(features.size(0), 0, dtype=torch.long, device=features.device)  # (N, t)
         self.state: Any = None
 

@@ -99,11 +99,15 @@ def resolve_dataset_path(entry: Mapping[str, Any] | str, root: str | os.PathLike
 
 
 def decoding_key(settings: Mapping[str, Any]) -> str:
-    """`greedy-5e6f7a`, `beam5-...`, `sample-...`, `+rerank` when reranked: the method and a hash of every setting."""
+    """`greedy-5e6f7a`, `beam5-...`, `sample-...`, `-rerank` when reranked, `-bfloat16` / `-int8` in another number
+    format: the method and a hash of every setting."""
     beams = int(settings.get("num_beams", 1) or 1)
     method = "sample" if settings.get("do_sample") else f"beam{beams}" if beams > 1 else "greedy"
     if settings.get("rerank"):
         method += "-rerank"
+    number_format = settings.get("precision") or {}
+    if number_format.get("quantize") or number_format.get("dtype"):
+        method += f"-{number_format.get('quantize') or number_format['dtype']}"
     return f"{method}-{_digest(dict(settings), 6)}"
 
 

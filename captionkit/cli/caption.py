@@ -15,9 +15,11 @@ from captionkit.cli.common import (
     add_dataset_arguments,
     add_decoding_arguments,
     add_device_argument,
+    add_dtype_arguments,
     add_progress_argument,
     decoding_overrides,
     parse_options,
+    precision_options,
     rerank_options,
 )
 
@@ -62,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--out, --batch-size, --keep-going, --dataset or --rerank)",
     )
     add_decoding_arguments(p)
+    add_dtype_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for item in args.paths:  # an empty folder is an error, as a pattern that matches nothing is
         if Path(item).is_dir() and not expand_image_paths([item]):
             raise FileNotFoundError(f"{item}: the folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    captioner = captionkit.load(args.model_dir, device=args.device)
+    captioner = captionkit.load(args.model_dir, device=args.device, **precision_options(args))
     if args.attention:
         return _write_attention(captioner, paths, args.attention, decoding)
     settings = to_dict(DecodingConfig(**decoding))
@@ -132,7 +135,7 @@ def _run_dataset(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.dataset}: no images in split {args.split!r}")
     procs = launch_processes(args.device)
     try:
-        captioner = captionkit.load(args.model_dir, device=procs.device)
+        captioner = captionkit.load(args.model_dir, device=procs.device, **precision_options(args))
         result = caption_shards(
             captioner,
             plan_shards(records, args.shard_size),

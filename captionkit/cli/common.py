@@ -154,3 +154,39 @@ def add_ptb_tokenizer_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokenizer", dest="ptb_tokenizer", choices=choices, default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
+
+
+def add_dtype_arguments(parser: argparse.ArgumentParser, dtype_flag: str = "--dtype", max_pixels: bool = True) -> None:
+    """--dtype / --quantize (the number format inference runs in) and, for commands that read images, --max-pixels.
+    Read back with precision_options(args)."""
+    parser.add_argument(
+        dtype_flag,
+        dest="precision_dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="number format of the model and encoder: float32 (default), bfloat16 (CPUs with AVX-512 BF16/AMX, "
+        "GPUs), float16 (GPU only)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="int8: the decoder's linear layers in dynamic int8 (CPU, float32 only)",
+    )
+    if max_pixels:
+        parser.add_argument(
+            "--max-pixels",
+            type=int,
+            default=None,
+            help="largest image accepted, in pixels (default: PIL's limit, about 89 million)",
+        )
+
+
+def precision_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The --dtype / --quantize / --max-pixels options the user gave, as captionkit.load keywords."""
+    given = {
+        "dtype": args.precision_dtype,
+        "quantize": args.quantize,
+        "max_pixels": getattr(args, "max_pixels", None),
+    }
+    return {k: v for k, v in given.items() if v is not None}

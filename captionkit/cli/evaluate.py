@@ -10,10 +10,12 @@ from captionkit.cli.common import (
     add_dataset_arguments,
     add_decoding_arguments,
     add_device_argument,
+    add_dtype_arguments,
     add_progress_argument,
     add_ptb_tokenizer_argument,
     decoding_overrides,
     parse_options,
+    precision_options,
     rerank_options,
 )
 
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_ptb_tokenizer_argument(p)
     add_progress_argument(p)
     add_decoding_arguments(p)
+    add_dtype_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_format=args.format,
         dataset_options=parse_options(args.option),
         rerank=rerank_options(args),
+        precision=precision_options(args),
     )
     from captionkit.rundir import find_results
 

@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_device_argument(ex)
     add_progress_argument(ex)
+    ex.add_argument(
+        "--compute-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="number format the encoder runs in (--dtype is the stored one): bfloat16 on CPUs with AVX-512 "
+        "BF16/AMX and GPUs, float16 on GPUs only",
+    )
     ex.set_defaults(func=run_extract)
     info = verbs.add_parser("info", help="describe a feature cache")
     info.add_argument("dir", help="cache directory")
@@ -81,6 +88,7 @@ def run_extract(args: argparse.Namespace) -> int:
     from captionkit.data.shards import plan_shards
     from captionkit.errors import DatasetError
     from captionkit.models.encoders import load_encoder
+    from captionkit.models.precision import cast_encoder, resolve_precision
 
     dataset = load_dataset(args.dataset, format=args.format, **parse_options(args.option))
     records = dataset.split(args.split)
@@ -88,7 +96,8 @@ def run_extract(args: argparse.Namespace) -> int:
         raise DatasetError(f"{args.dataset}: no images in split {args.split!r}")
     procs = launch_processes(args.device)
     try:
-        encoder = load_encoder(args.encoder).to(procs.device)
+        precision = resolve_precision(args.compute_dtype, None, procs.device)
+        encoder = cast_encoder(load_encoder(args.encoder).to(procs.device), precision)
         # The fingerprint covers the whole dataset, so caches of different splits of one dataset share it.
         workers = args.workers if args.workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
         cache = extract_sharded(

@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from captionkit.cli.common import add_device_argument
+from captionkit.cli.common import add_device_argument, add_dtype_arguments
 from captionkit.errors import ConfigError
 
 API_KEY_ENV = "CAPTIONKIT_API_KEY"
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a CLIP 'clip:HUB_ID_OR_DIR' that requests may name as rerank_clip (repeatable; loaded "
         "with the models). Without one, requests rerank only with a model's own CLIP (ClipCap)",
     )
+    add_dtype_arguments(p, max_pixels=False)  # uploads have their own pixel limit in the server's settings
     p.set_defaults(func=run)
 
 
@@ -119,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         device=args.device,
         rerank_clips=args.rerank_clip,
+        dtype=args.precision_dtype,
+        quantize=args.quantize,
     )
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None

@@ -34,6 +34,7 @@ from captionkit.data.images import load_image
 from captionkit.data.records import Record, ShardImage
 from captionkit.errors import FeatureCacheError, ImageLoadError
 from captionkit.models.encoders import ImageEncoder
+from captionkit.models.precision import floating_dtype
 from captionkit.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -480,6 +481,7 @@ def _run(
     """Encode the images of each chunk; batches never straddle two chunks, so `commit(chunk number, ids,
     (len(ids), *shape) features or None, {id: reason})` runs as soon as a chunk's last batch lands."""
     device = next(encoder.parameters()).device
+    compute_dtype = floating_dtype(encoder)  # float32, or bfloat16/float16 for an encoder cast by cast_encoder
     todo = [item for chunk in chunks for item in chunk]
     chunk_sizes = [len(chunk) for chunk in chunks]
     batches, start = [], 0
@@ -508,7 +510,8 @@ def _run(
     with bar, torch.inference_mode():
         for batch_ids, pixels, batch_failed in loader:
             if pixels is not None:
-                rows.append(encoder(pixels.to(device, non_blocking=True)).to(dtype).cpu())  # (B, *shape)
+                pixels = pixels.to(device, dtype=compute_dtype, non_blocking=True)  # the encoder's own dtype
+                rows.append(encoder(pixels).to(dtype).cpu())  # (B, *shape)
                 ids += batch_ids
             failed.update(batch_failed)
             seen += len(batch_ids) + len(batch_failed)

@@ -6,6 +6,7 @@ import io
 import os
 import struct
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,11 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}  # the file names searched in folders
 # Errors PIL's decoders raise on bad input (SyntaxError and struct.error come from some plugins' header parsing).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+
+# PIL warns (with its own file path in the message) when an image is over its pixel limit and refuses it at twice
+# that; load_image checks the size itself first and raises ImageTooLargeError naming the image and `max_pixels`, so
+# PIL's raw warning only repeats that, worse: keep it off the user's terminal.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 _strict_lock = threading.Lock()
 _strict_users = 0

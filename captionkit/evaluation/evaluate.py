@@ -33,8 +33,13 @@ class EvalResult:
     replaced: bool = False  # the very same evaluation had been written before and was replaced
 
 
-def decoding_settings(decoding: Mapping[str, Any] | None, rerank: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Every decoding setting (defaults filled in, validated) as decoding.json holds it, reranking as "rerank"."""
+def decoding_settings(
+    decoding: Mapping[str, Any] | None,
+    rerank: Mapping[str, Any] | None = None,
+    precision: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every decoding setting (defaults filled in, validated) as decoding.json holds it, reranking as "rerank" and a
+    number format other than float32 as "precision" (bf16 or int8 captions are other results than fp32 ones)."""
     from captionkit.config import to_dict
     from captionkit.decoding import DecodingConfig
     from captionkit.inference.rerank import RerankConfig
@@ -43,6 +48,9 @@ def decoding_settings(decoding: Mapping[str, Any] | None, rerank: Mapping[str, A
     rerank_config = RerankConfig.from_options(**dict(rerank or {}))
     if rerank_config is not None:
         settings["rerank"] = to_dict(rerank_config)
+    number_format = {k: v for k, v in dict(precision or {}).items() if k in ("dtype", "quantize") and v}
+    if number_format and number_format != {"dtype": "float32"}:
+        settings["precision"] = number_format
     return settings
 
 
@@ -56,11 +64,14 @@ def results_dir_for(
     dataset_format: str = "auto",
     dataset_options: Mapping[str, Any] | None = None,
     rerank: Mapping[str, Any] | None = None,
+    precision: Mapping[str, Any] | None = None,
 ) -> Path:
     """Where `evaluate_model` with these arguments writes (and finds) its results (the same computation)."""
     root = Path(out) if out is not None else rundir.run_root(model_dir)
     identity = rundir.dataset_identity(dataset, dataset_format, dataset_options)
-    return rundir.results_dir(root, split, identity["id"], rundir.decoding_key(decoding_settings(decoding, rerank)))
+    return rundir.results_dir(
+        root, split, identity["id"], rundir.decoding_key(decoding_settings(decoding, rerank, precision))
+    )
 
 
 def _write_results(out: Path, files: Mapping[str, Any]) -> bool:
@@ -95,11 +106,12 @@ def evaluate_model(
     dataset_format: str = "auto",
     dataset_options: Mapping[str, Any] | None = None,
     rerank: Mapping[str, Any] | None = None,
+    precision: Mapping[str, Any] | None = None,
 ) -> EvalResult:
     """Caption `split` of `dataset` with the model in `model_dir` and write the eval files (see module doc).
 
     rerank: Captioner.caption's reranking options ({"rerank": "clip", "rerank_weight": w, ...}); the settings
-    go into decoding.json as "rerank"."""
+    go into decoding.json as "rerank". precision: captionkit.load's dtype / quantize / max_pixels options."""
     from captionkit.data.formats import load_dataset
     from captionkit.evaluation.metrics import score
     from captionkit.evaluation.object_f1 import dataset_scenes, with_object_f1
@@ -108,7 +120,7 @@ def evaluate_model(
 
     decoding = dict(decoding or {})
     rerank = dict(rerank or {})
-    settings = decoding_settings(decoding, rerank)  # validates the options before any captioning
+    settings = decoding_settings(decoding, rerank, precision)  # validates the options before any captioning
     root = Path(out_dir) if out_dir is not None else rundir.run_root(model_dir)
     identity = rundir.dataset_identity(dataset, dataset_format, dataset_options)
     out = rundir.results_dir(root, split, identity["id"], rundir.decoding_key(settings))
@@ -129,7 +141,7 @@ def evaluate_model(
             ", ".join(missing[:3]),
             len(usable),
         )
-    captioner = Captioner.from_dir(str(model_dir), device=device)
+    captioner = Captioner.from_dir(str(model_dir), device=device, **dict(precision or {}))
     texts = captioner.caption([r.image for r in usable], batch_size=batch_size, progress=progress, **decoding, **rerank)
     captions = {r.image_id: str(t) for r, t in zip(usable, texts)}
     scenes = dataset_scenes(dataset)

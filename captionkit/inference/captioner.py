@@ -16,9 +16,11 @@ from captionkit.data.records import ShardImage
 from captionkit.data.text import tidy_caption
 from captionkit.decoding import DecodingConfig, generate
 from captionkit.errors import ConfigError
+from captionkit.models import hf
 from captionkit.models.base import CaptionModel, TextTokenizer
 from captionkit.models.devices import resolve_device
 from captionkit.models.encoders import ImageEncoder, load_encoder
+from captionkit.models.precision import Precision, apply_precision, cast_encoder, floating_dtype, resolve_precision
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, ShardImage]  # ShardImage: an image inside a dataset shard
 
@@ -40,9 +42,13 @@ class Captioner:
         config: dict[str, Any] | None = None,
         device: str | torch.device | None = None,
         decoding: DecodingConfig | None = None,
+        precision: Precision | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.precision = precision or Precision()
+        self.model = apply_precision(model.to(self.device).eval(), self.precision)
+        self.max_pixels = max_pixels  # larger images are refused (None: PIL's limit, about 89 million pixels)
         self.tokenizer = tokenizer
         self.config = config or {}  # the model directory's config.json
         self.decoding = decoding or DecodingConfig()  # defaults that per-call options override
@@ -56,15 +62,22 @@ class Captioner:
         """Load a model directory (config.json + model.safetensors + tokenizer files).
 
         Options: `encoder`, an ImageEncoder or spec "KIND:SOURCE" used instead of the one config.json names (e.g.
-        a local CLIP directory where the stored hub id cannot be reached); any DecodingConfig field, as this
+        a local CLIP directory where the stored hub id cannot be reached); `dtype` ("float32", "bfloat16", or
+        "float16" on a GPU) for the model and its encoder; `quantize="int8"` (CPU, float32: the decoder's linear
+        layers in dynamic int8); `max_pixels`, the largest image accepted; any DecodingConfig field, as this
         captioner's decoding defaults (`captionkit.load(dir, num_beams=5)`).
         """
         from captionkit.models.model_dir import load_model_dir
 
         encoder = options.pop("encoder", None)
-        decoding = DecodingConfig().replace(**options)
         device = resolve_device(device)
-        loaded = load_model_dir(model_dir, device=device)
+        precision = resolve_precision(options.pop("dtype", None), options.pop("quantize", None), device)
+        max_pixels = options.pop("max_pixels", None)
+        if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
+            raise ConfigError(f"max_pixels must be a positive whole number of pixels, got {max_pixels!r}")
+        decoding = DecodingConfig().replace(**options)
+        with hf.weights_follow():  # no random init of weights the directory's safetensors replace
+            loaded = load_model_dir(model_dir, device=device)
         return cls(
             loaded.model,
             loaded.tokenizer,
@@ -72,6 +85,8 @@ class Captioner:
             loaded.config,
             device,
             decoding,
+            precision,
+            max_pixels,
         )
 
     @property
@@ -89,17 +104,22 @@ class Captioner:
                 "encoder='KIND:SOURCE' to captionkit.load, or caption feature tensors with generate()"
             )
         if isinstance(self._encoder, str):
-            self._encoder = load_encoder(self._encoder).to(self.device)
+            self._encoder = cast_encoder(load_encoder(self._encoder).to(self.device), self.precision)
         return self._encoder
 
     def encode(self, images: Sequence[ImageInput]) -> Tensor:
         """Images (paths or PIL) -> (B, *feature_shape) model inputs on the captioner's device."""
         encoder = self.encoder
-        pixels = torch.stack([encoder.preprocess(_load(image)) for image in images]).to(self.device)
+        pixels = torch.stack([encoder.preprocess(self.load_image(image)) for image in images]).to(self.device)
         if self.input_kind == "pixels":
-            return pixels
+            return pixels  # decoding casts them to the model's dtype
         with torch.inference_mode():
-            return encoder(pixels).float()
+            return encoder(pixels.to(floating_dtype(encoder))).float()
+
+    def load_image(self, image: ImageInput) -> Image.Image:
+        """A path or shard image decoded safely (ImageLoadError naming it; over `max_pixels` refused); a PIL image
+        used as RGB."""
+        return _load(image, self.max_pixels)
 
     def generate(
         self,
@@ -157,7 +177,7 @@ class Captioner:
         captions: list[str] = []
         with tqdm(total=len(items), disable=not progress, unit="img", desc="captioning") as bar:
             for start in range(0, len(items), batch_size):
-                chunk = [_load(image) for image in items[start : start + batch_size]]
+                chunk = [self.load_image(image) for image in items[start : start + batch_size]]
                 features = self.encode(chunk)
                 captions.extend(self.decode(self.caption_ids(features, chunk, rerank_config, **decoding)))
                 bar.update(len(chunk))
@@ -186,14 +206,14 @@ class Captioner:
         return ClipReranker(config, loaded.scorer, loaded.features_are_clip)
 
 
-def _load(image: ImageInput) -> Image.Image:
+def _load(image: ImageInput, max_pixels: int | None = None) -> Image.Image:
     """A path is decoded safely (ImageLoadError naming the file); a PIL image is used as RGB."""
     from captionkit.data.images import load_image
 
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
     if isinstance(image, ShardImage):
-        return load_image(image)
+        return load_image(image, max_pixels=max_pixels)
     if isinstance(image, (str, os.PathLike)):
-        return load_image(Path(image))
+        return load_image(Path(image), max_pixels=max_pixels)
     raise TypeError(f"expected an image path or a PIL image, got {type(image).__name__}")

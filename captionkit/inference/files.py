@@ -49,7 +49,6 @@ def expand_image_paths(items: Iterable[str | Path]) -> list[Path]:
 
 def caption_files(captioner: Any, paths: list[Path], batch_size: int = 16, **decoding: Any) -> Iterator[CaptionResult]:
     """Yield one result per path, in order; unreadable images give a result with `error` instead of raising."""
-    from captionkit.data.images import load_image
     from captionkit.errors import ImageLoadError
 
     for start in range(0, len(paths), batch_size):
@@ -57,7 +56,7 @@ def caption_files(captioner: Any, paths: list[Path], batch_size: int = 16, **dec
         loaded, errors = [], {}
         for path in chunk:
             try:
-                loaded.append((path, load_image(path)))
+                loaded.append((path, captioner.load_image(path)))  # its max_pixels applies
             except (ImageLoadError, OSError) as exc:
                 errors[path] = str(exc)
         captions = captioner.caption([im for _, im in loaded], batch_size=batch_size, **decoding) if loaded else []

@@ -6,7 +6,9 @@ from __future__ import annotations
 import inspect
 import json
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -76,14 +78,73 @@ def resolve_source(source: str) -> HFSource:
     return HFSource(source)
 
 
+_WEIGHTS_FOLLOW: ContextVar[bool] = ContextVar("captionkit_weights_follow", default=False)
+
+
+@contextmanager
+def weights_follow() -> Iterator[None]:
+    """Inside: transformers models built from a config skip their random initialisation, because weights are
+    loaded into every parameter right after (a model directory's safetensors, checked for missing keys). Measured:
+    a GPT-2 124M builds in ~0.05 s instead of ~3-10 s (benchmarks/results/cold_start.md)."""
+    token = _WEIGHTS_FOLLOW.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_FOLLOW.reset(token)
+
+
 def _seeded(build: Any, *args: Any) -> Any:
-    """Build a module from the seeded RNG without disturbing the caller's RNG state."""
+    """Build a module from the seeded RNG without disturbing the caller's RNG state (inside `weights_follow`:
+    uninitialised, its tied weights tied)."""
+    if _WEIGHTS_FOLLOW.get():
+        try:  # transformers 5
+            from transformers.initialization import no_init_weights
+        except ImportError:  # transformers 4
+            from transformers.modeling_utils import no_init_weights
+        with no_init_weights():
+            model = build(*args)
+        model.tie_weights()  # init_weights ties GPT-2's LM head to its token embedding; no_init_weights skips it
+        return model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
         return build(*args)
 
 
+HUB_PROBE_TIMEOUT_S = 3.0  # one TCP connect: a reachable hub answers in well under this
+
+
+@cache
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (None when it can, or when offline mode is set): probed once per
+    process with one TCP connection, so an offline machine fails at once instead of after ~25 s of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None  # transformers then reads the local cache only, without network calls
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=HUB_PROBE_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"{url.hostname}:{port} {exc.strerror or type(exc).__name__}"
+
+
 def _from_pretrained(cls: Any, source: str, what: str, **kwargs: Any) -> Any:
+    if not Path(source).exists():  # a hub id: a directory never needs the network
+        unreachable = _hub_unreachable()
+        if unreachable is not None:
+            try:  # a model already in the local hub cache still loads
+                return cls.from_pretrained(source, local_files_only=True, **kwargs)
+            except OSError:
+                raise ConfigError(
+                    f"{what} {source!r}: the Hugging Face hub cannot be reached ({unreachable}) and {source!r} is "
+                    "not in the local hub cache. Pass a local directory written by save_pretrained, or set "
+                    "HF_HUB_OFFLINE=1 to use only the cache"
+                ) from None
     try:
         return cls.from_pretrained(source, **kwargs)
     except OSError as exc:  # not a directory, not on the hub, or offline
@@ -122,6 +183,29 @@ def load_gpt2(source: str, pretrained: bool = True, config: dict[str, Any] | Non
     if pretrained and not resolve_source(source).is_config:
         return _from_pretrained(GPT2LMHeadModel, source, "GPT-2")
     return _seeded(GPT2LMHeadModel, GPT2Config(**gpt2_architecture(source, config)))
+
+
+def gpt2_modules(model: nn.Module) -> list[nn.Module]:
+    """The GPT-2 language models inside `model` (ClipCap's decoder), outermost first; [] for other families."""
+    from transformers import GPT2LMHeadModel
+
+    return [m for m in model.modules() if isinstance(m, GPT2LMHeadModel)]
+
+
+def conv1d_to_linear(model: nn.Module) -> nn.Module:
+    """Replace transformers' Conv1D layers (GPT-2's x @ W + b with W stored (in, out)) by equal nn.Linear layers
+    (weight (out, in)), in place, so torch's quantization, which knows nn.Linear only, covers them."""
+    from transformers.pytorch_utils import Conv1D
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv1D):
+                linear = nn.Linear(child.nx, child.nf, device=child.weight.device, dtype=child.weight.dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(child.weight.T)
+                    linear.bias.copy_(child.bias)
+                setattr(parent, name, linear)
+    return model
 
 
 def gpt2_embedding_size(model: nn.Module) -> int:

@@ -63,11 +63,18 @@ class ServedModel:
         }
 
 
-def load_captioner(source: ModelSource, device: str | None, rerank_clips: Sequence[str] = ()) -> Captioner:
-    """A Captioner as given, or loaded from a model directory with its encoder built now (not on first request),
-    and a reranker for each of `rerank_clips` (CLIP specs the server offers: a bad one fails start-up)."""
+def load_captioner(
+    source: ModelSource, device: str | None, rerank_clips: Sequence[str] = (), precision: dict[str, str] | None = None
+) -> Captioner:
+    """A Captioner as given, or loaded from a model directory (in `precision`: captionkit.load's dtype / quantize)
+    with its encoder built now (not on first request), and a reranker for each of `rerank_clips` (CLIP specs the
+    server offers: a bad one fails start-up)."""
 
-    captioner = source if isinstance(source, Captioner) else Captioner.from_dir(os.fspath(source), device=device)
+    captioner = (
+        source
+        if isinstance(source, Captioner)
+        else Captioner.from_dir(os.fspath(source), device=device, **(precision or {}))
+    )
     _ = captioner.encoder  # build (and fail on) the encoder at start-up
     for clip in rerank_clips:
         try:
@@ -113,7 +120,7 @@ class ModelPool:
         try:
             loaded = {}
             for name, source in self.sources.items():
-                captioner = load_captioner(source, s.device, s.rerank_clips)
+                captioner = load_captioner(source, s.device, s.rerank_clips, s.precision_options)
                 worker = ModelWorker(
                     name,
                     captioner,

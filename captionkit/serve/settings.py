@@ -24,6 +24,8 @@ class ServeSettings:
     max_beams: int = 8  # num_beams above this is refused (422): it multiplies the work of a request
     max_new_tokens: int = 100  # max_new_tokens above this is refused (422)
     device: str | None = None  # for model directories the server loads itself
+    dtype: str | None = None  # their number format: float32 (default), bfloat16, float16 (GPU)
+    quantize: str | None = None  # "int8": their decoders in dynamic int8 (CPU)
     # CLIPs ("clip:SOURCE") a request may name as rerank_clip, loaded with the models; clients cannot name others
     rerank_clips: list[str] = field(default_factory=list)
 
@@ -42,6 +44,17 @@ class ServeSettings:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"serve settings: {message}")
+        from captionkit.models.precision import resolve_precision
+
+        try:
+            resolve_precision(self.dtype, self.quantize, self.device)
+        except ConfigError as exc:
+            raise ConfigError(f"serve settings: {exc}") from None
+
+    @property
+    def precision_options(self) -> dict[str, str]:
+        """captionkit.load's dtype / quantize keywords for the models the server loads."""
+        return {k: v for k, v in {"dtype": self.dtype, "quantize": self.quantize}.items() if v is not None}
 
     @property
     def max_upload_bytes(self) -> int:

@@ -34,3 +34,16 @@ def test_find_results_skips_results_being_written(tmp_path):
         (folder / rundir.METRICS).write_text("{}")
     assert list(rundir.find_results(tmp_path)) == [done]
     assert rundir.owning_run(done) == tmp_path.resolve()
+
+
+def test_results_in_another_number_format_go_beside_the_float32_ones(tmp_path):
+    from captionkit.evaluation.evaluate import results_dir_for
+
+    fp32 = results_dir_for(tmp_path / "run" / "model", tmp_path / "data", "test")
+    assert (
+        results_dir_for(tmp_path / "run" / "model", tmp_path / "data", "test", precision={"dtype": "float32"}) == fp32
+    )
+    bf16 = results_dir_for(tmp_path / "run" / "model", tmp_path / "data", "test", precision={"dtype": "bfloat16"})
+    int8 = results_dir_for(tmp_path / "run" / "model", tmp_path / "data", "test", precision={"quantize": "int8"})
+    assert len({fp32, bf16, int8}) == 3 and bf16.parent == fp32.parent
+    assert bf16.name.startswith("greedy-bfloat16-") and int8.name.startswith("greedy-int8-")
