@@ -39,6 +39,9 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
     if on_cpu and precision == "fp16":
         log.warning("train.mixed_precision=fp16 needs a GPU; training in fp32 on CPU (bf16 works on CPU)")
         precision = "no"
+    # accelerate keeps its settings in a process-wide singleton that refuses another precision: start from a clean
+    # one (the process group, PartialState, stays), whatever an earlier Accelerator in this process left behind
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=on_cpu, mixed_precision=precision, gradient_accumulation_steps=config.grad_accum_steps)
 
 
