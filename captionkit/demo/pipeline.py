@@ -21,6 +21,7 @@ from typing import Any
 
 from captionkit.config import to_dict, write_resolved_config
 from captionkit.errors import UnknownNameError
+from captionkit.registry import get_preset
 from captionkit.rundir import LAYOUT_VERSION, METRICS, MODEL, PREDICTIONS
 from captionkit.training.clip_pretrain import ClipPretrainConfig
 
@@ -151,7 +152,7 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         run_dir = out / name
         overrides = [_fill(o, made, encoders) for o in DEMO_MODELS[name]] + list(cfg.overrides.get(name, []))
         uses = [made_by[p] for p in made_by if any(p in o for o in DEMO_MODELS[name])]
-        train_key = [data_key, overrides, uses]
+        train_key = [data_key, get_preset(name), overrides, uses]  # a changed preset is a changed step
         steps.run(f"train-{name}", lambda: _train(name, data, run_dir, overrides), key=train_key, outputs=(run_dir,))
         if name == NEEDS["{gpt2}"]:
             made_by["{gpt2}"] = train_key
@@ -167,7 +168,7 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
         if parent not in made_by:
             raise UnknownNameError(f"scst: {parent!r} is not among the demo models trained ({', '.join(models)})")
         overrides = list(cfg.scst_settings) + list(cfg.overrides.get(name, []))
-        train_key = [made_by[parent], overrides]
+        train_key = [made_by[parent], get_preset(SCST_PRESETS[parent]), overrides]
         steps.run(
             f"train-{name}",
             lambda: _train(SCST_PRESETS[parent], data, run_dir, overrides, init_from=out / parent / MODEL),

@@ -7,7 +7,8 @@ import yaml
 
 from captionkit.cli import main
 from captionkit.data.synthetic import write_synthetic_dataset
-from captionkit.demo import DEMO_MODELS, Steps
+from captionkit.demo import DEMO_MODELS, Steps, pipeline
+from captionkit.registry import get_preset
 from captionkit.training.logging import read_log
 
 TINY_TRAIN = [
@@ -21,7 +22,7 @@ TINY_TRAIN = [
 
 
 @pytest.mark.slow
-def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
+def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     rows = [*DEMO_MODELS, "demo-clipcap-mlp+scst", "demo-show-attend-tell+scst"]
     overrides = {name: list(TINY_TRAIN) for name in rows}
@@ -77,6 +78,22 @@ def test_demo_runs_every_step_and_reuses_them(tmp_path, capsys):
     }
     clip_log = [e for e in read_log(out / "clip") if e["event"] == "epoch"]
     assert [e["epoch"] for e in clip_log] == [1, 2]  # trained afresh, not the old CLIP reused
+
+    # a changed preset (a new captionkit version's recipe) redoes that model and what builds on it
+    markers = {p.name: p.stat().st_mtime_ns for p in (out / ".steps").iterdir()}
+    changed = get_preset("demo-show-attend-tell")
+    changed["train"]["epochs"] += 1
+    monkeypatch.setattr(
+        pipeline, "get_preset", lambda name: changed if name == "demo-show-attend-tell" else get_preset(name)
+    )
+    assert main(args) == 0
+    redone = {name for name, mtime in markers.items() if (out / ".steps" / name).stat().st_mtime_ns != mtime}
+    assert redone == {
+        "train-demo-show-attend-tell.json",
+        "evaluate-demo-show-attend-tell.json",
+        "train-demo-show-attend-tell+scst.json",
+        "evaluate-demo-show-attend-tell+scst.json",
+    }
 
 
 def test_a_step_reruns_when_its_key_changes_and_clears_its_outputs(tmp_path):
