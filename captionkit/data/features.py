@@ -332,7 +332,7 @@ class CacheWriter:
         if manifest is None:
             if self.out.exists() and any(self.out.iterdir()):
                 raise FeatureCacheError(
-                    f"{self.out} exists and is not a feature cache (no {MANIFEST}); pass --out a new or empty directory"
+                    f"{self.out} exists and is not a feature cache (no {MANIFEST}); write to a new or empty directory"
                 )
             self.out.mkdir(parents=True, exist_ok=True)
             manifest = {
@@ -356,7 +356,7 @@ class CacheWriter:
                 encoder_info["spec"],
                 dataset_fingerprint,
                 dtype=dtype,
-                hint=f"delete {self.out} or pass --out elsewhere",
+                hint=f"delete {self.out} or write elsewhere",
             )
         manifest["complete"] = False
         _write_json(self.out / MANIFEST, manifest)

@@ -58,10 +58,10 @@ def _check_plan(out: Path, plan: dict[str, Any], write: bool) -> None:
         if (out / MANIFEST).is_file():
             raise FeatureCacheError(
                 f"{out} holds a feature cache written without input shards (by training or "
-                "an older captionkit); pass --out a new directory"
+                "an older captionkit); write to a new directory"
             )
         if out.exists() and any(out.iterdir()):
-            raise FeatureCacheError(f"{out} exists and is not a feature cache; pass --out a new or empty directory")
+            raise FeatureCacheError(f"{out} exists and is not a feature cache; write to a new or empty directory")
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_json(path, plan)
         return
@@ -69,7 +69,7 @@ def _check_plan(out: Path, plan: dict[str, Any], write: bool) -> None:
     differ = [k for k in plan if old.get(k) != plan[k]]
     if differ:
         what = "; ".join(f"{k}: cache has {old.get(k)!r}, asked for {plan[k]!r}" for k in differ)
-        raise FeatureCacheError(f"feature cache {out} does not match: {what}; delete {out} or pass --out elsewhere")
+        raise FeatureCacheError(f"feature cache {out} does not match: {what}; delete {out} or write elsewhere")
 
 
 def _is_done(out: Path, shard: InputShard) -> bool:

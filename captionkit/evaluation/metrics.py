@@ -331,8 +331,7 @@ def score(
     if clip_wanted:
         if images is None or not clip:
             raise ConfigError(
-                f"{', '.join(clip_wanted)} need images and a CLIP model (e.g. --images DIR "
-                "--clip openai/clip-vit-base-patch32)"
+                f"{', '.join(clip_wanted)} need images and a CLIP model (e.g. openai/clip-vit-base-patch32)"
             )
         from captionkit.evaluation.clipscore import clip_scores
 

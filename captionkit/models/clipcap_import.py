@@ -45,7 +45,7 @@ def convert_clipcap_checkpoint(path: str | Path, config: ClipCapConfig) -> ClipC
         if key not in state:
             raise CheckpointError(
                 f"{path}: key {key} (shape {tuple(ours.shape)}) is missing from the checkpoint; "
-                f"does it match --mapping {config.mapping}, --num-layers and the GPT-2 config?"
+                f"does it match mapping={config.mapping}, num_layers and the GPT-2 config?"
             )
         if state[key].shape != ours.shape:
             raise CheckpointError(
@@ -58,8 +58,8 @@ def convert_clipcap_checkpoint(path: str | Path, config: ClipCapConfig) -> ClipC
     if extra:
         raise CheckpointError(
             f"{path}: key {extra[0]} (shape {tuple(state[extra[0]].shape)}) is in the checkpoint "
-            f"but not in the stated architecture ({len(extra)} such keys); check --mapping, "
-            "--num-layers and the GPT-2 config"
+            f"but not in the stated architecture ({len(extra)} such keys); check mapping, "
+            "num_layers and the GPT-2 config"
         )
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -112,7 +112,9 @@ def result_folders(target: str | Path, split: str | None = None) -> list[Path]:
     split = split or splits[0]
     chosen = [r for r in found if _split_of(r, path) == split]
     if not chosen:
-        raise DatasetError(f"{path}: split {split!r} not evaluated; evaluated: {', '.join(splits)} (pass --split NAME)")
+        raise DatasetError(
+            f"{path}: split {split!r} not evaluated; evaluated: {', '.join(splits)} (choose one of those splits)"
+        )
     return chosen
 
 

@@ -156,7 +156,7 @@ class RunConfig:
             )
         for name in ("dataset", "out", "encoder"):
             if not getattr(self, name):
-                raise ConfigError(f"{name}: missing; give it in the config file, as --{name} or with --set {name}=...")
+                raise ConfigError(f"{name}: missing; give it in the config file or as the setting {name}=...")
         _check_init_from(self.train.objective, self.init_from)
         metrics = {m.lower() for m in _metric_names(self.eval.metrics)}  # an unknown metric name fails here
         metric = self.train.early_stopping_metric
@@ -211,7 +211,7 @@ def load_run_config(
     for name in ("model", "encoder", "dataset", "out"):
         if name not in data:
             raise ConfigError(
-                f"{name}: missing; give --preset NAME or a --config file with a '{name}' entry"
+                f"{name}: missing; start from a preset or a config file with a '{name}' entry"
                 if name in ("model", "encoder")
                 else f"{name}: missing; give --{name} or put '{name}' in the config file"
             )

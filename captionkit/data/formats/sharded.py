@@ -279,8 +279,8 @@ class _TableColumns:
             if found is None and what in ("image", "caption"):
                 raise DatasetError(
                     f"{shard}: cannot tell which column holds the {what} (looked for "
-                    f"{', '.join(candidates)}); columns: {', '.join(types)}; pass "
-                    f"--option {what}_column=NAME"
+                    f"{', '.join(candidates)}); columns: {', '.join(types)}; name it "
+                    f"with the dataset option {what}_column=NAME"
                 )
             return found
 
