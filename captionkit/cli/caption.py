@@ -209,11 +209,12 @@ def _write_rows(out: Path, rows: list[dict], model: str, settings: dict) -> None
 
 def _write_attention(captioner, paths: list[Path], out: str, decoding: dict) -> int:
     import captionkit
+    from captionkit.data.text import tidy_caption
     from captionkit.errors import ConfigError
 
     if len(paths) != 1:
         raise ConfigError(f"--attention takes exactly one image, got {len(paths)}")
     words = captionkit.attention_map(captioner, paths[0], out, **decoding)
-    print(f"{paths[0]}\t{' '.join(words)}")
+    print(f"{paths[0]}\t{tidy_caption(' '.join(words))}")  # the same caption text as without --attention
     print(f"wrote {out}", file=sys.stderr)
     return 0
