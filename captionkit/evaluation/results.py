@@ -194,7 +194,7 @@ def match_ids(
         )
     message = "; ".join(parts)
     if not allow_missing:
-        raise DatasetError(f"{message} (allow missing ones to score the {len(common)} image(s) in both)")
+        raise DatasetError(f"{message} (pass --allow-missing to score the {len(common)} image(s) in both)")
     if not common:
         raise DatasetError(f"{message}: no image is in both files")
     return common, f"{message}; scoring the {len(common)} image(s) in both"
