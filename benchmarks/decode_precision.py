@@ -15,14 +15,13 @@ import argparse
 import copy
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from decode import BEAMS, CLIP_DIM, GPT2_124M, PREFIX_LENGTH, decoder_flops
+from machine import machine
 from torch import nn
 
 from captionkit.decoding import generate
@@ -123,32 +122,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads,
             "batch_size": args.batch_size,
             "beam_batch_size": args.beam_batch_size,
-            "torch": torch.__version__,
-            "cpu": _cpu_name(),
-            "cpu_flags": _cpu_flags(),
-            "cpu_count": os.cpu_count(),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(),
+            **machine(load_at_start),
         },
         "results": results,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx512f")))
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 from decode import CLIP_DIM, GPT2_124M, PREFIX_LENGTH
-from decode_precision import FORMATS, _cpu_flags, _cpu_name
+from decode_precision import FORMATS
+from machine import cpu_flags, cpu_name
 from tables import markdown_table
 from torch.profiler import ProfilerActivity, profile
 
@@ -72,8 +73,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "tokens": args.tokens,
             "threads": args.threads,
             "torch": torch.__version__,
-            "cpu": _cpu_name(),
-            "cpu_flags": _cpu_flags(),
+            "cpu": cpu_name(),
+            "cpu_flags": cpu_flags(),
             "load_average_at_start": os.getloadavg(),
         },
         "results": rows,

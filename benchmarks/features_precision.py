@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from decode_precision import _cpu_flags, _cpu_name
 from features import build as load_bench_encoder
+from machine import machine
 from tables import markdown_table
 
 from captionkit.models.precision import Precision, cast_encoder
@@ -72,11 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "images": args.images,
             "batch_size": args.batch_size,
             "threads": args.threads,
-            "torch": torch.__version__,
-            "cpu": _cpu_name(),
-            "cpu_flags": _cpu_flags(),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(),
+            **machine(load_at_start),
         },
         "results": rows,
     }

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from decode_precision import _cpu_flags, _cpu_name
+from machine import machine
 from tables import markdown_table
 
+from captionkit.models.base import build_model_and_tokenizer
 from captionkit.registry import get_preset
 from captionkit.training.config import TrainConfig
-from captionkit.training.engine import build_model_and_tokenizer, make_accelerator
+from captionkit.training.engine import make_accelerator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "runs" / "demo" / "demo-clipcap-mlp" / "model"
@@ -107,11 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": batch_size,
             "caption_tokens": length,
             "threads": args.threads,
-            "torch": torch.__version__,
-            "cpu": _cpu_name(),
-            "cpu_flags": _cpu_flags(),
-            "load_average_at_start": load_at_start,
-            "load_average_at_end": os.getloadavg(),
+            **machine(load_at_start),
         },
         "results": rows,
     }

@@ -63,8 +63,8 @@ class EncoderPretrainConfig:
     first_other_weight: float = 0.0  # the weight of the other groups' loss during the first steps
     # A VGG weights file (an earlier run's weights.safetensors) to start from instead of random weights, with a new
     # optimizer and warm-up: a second stage of training. Measured on the demo's VGG: after shape labels it stayed
-    # blind to colour (0.73, the majority rate) while training on with the same optimizer state; restarted like this,
-    # colour rose from 0.70 to 0.81 in 500 steps.
+    # blind to colour (0.73, the majority rate) while training on with the same optimizer state; restarted like this
+    # (the demo's stages 2 and 3), held-out colour accuracy reached 0.92, then 0.99.
     init_from: str = ""
     mixed_precision: str = "no"  # "bf16": autocast (CPUs with AVX-512 BF16 or AMX, and GPUs), weights stay fp32
     num_workers: int = 1  # processes decoding (or drawing) images beside the training process
