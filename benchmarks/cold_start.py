@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tables import markdown_table
+from tables import markdown_table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args.model_label = "runs/demo/demo-clipcap-mlp/model"
     report = run(args)
     table = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cold_start.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "cold_start.md").write_text(table, encoding="utf-8")
+    write_results(args.out, "cold_start", report, table)
     print(table)
     return 0
 

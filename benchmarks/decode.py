@@ -15,7 +15,6 @@ its rate is reported per caption. Both sides use the same captionkit model objec
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tables import write_results
 
 from captionkit.decoding import generate
 from captionkit.models import hf
@@ -308,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     table = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "decode.md").write_text(table, encoding="utf-8")
+    write_results(args.out, "decode", report, table)
     print(table)
     return 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from decode import BEAMS, CLIP_DIM, GPT2_124M, PREFIX_LENGTH, decoder_flops
 from machine import machine
+from tables import write_results
 from torch import nn
 
 from captionkit.decoding import generate
@@ -173,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     table = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode_precision.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "decode_precision.md").write_text(table, encoding="utf-8")
+    write_results(args.out, "decode_precision", report, table)
     print(table)
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 from decode import CLIP_DIM, GPT2_124M, PREFIX_LENGTH
 from decode_precision import FORMATS
 from machine import cpu_flags, cpu_name
-from tables import markdown_table
+from tables import markdown_table, write_results
 from torch.profiler import ProfilerActivity, profile
 
 from captionkit.decoding import generate
@@ -110,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     table = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decode_profile.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "decode_profile.md").write_text(table, encoding="utf-8")
+    write_results(args.out, "decode_profile", report, table)
     print(table)
     return 0
 

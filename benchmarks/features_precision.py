@@ -11,7 +11,6 @@ the cosine similarity of the bfloat16 features to float32's. Writes benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 from features import build as load_bench_encoder
 from machine import machine
-from tables import markdown_table
+from tables import markdown_table, write_results
 
 from captionkit.models.precision import Precision, cast_encoder
 
@@ -106,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     table = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "features_precision.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "features_precision.md").write_text(table, encoding="utf-8")
+    write_results(args.out, "features_precision", report, table)
     print(table)
     return 0
 

@@ -11,7 +11,6 @@ benchmarks/results/precision_quality.md and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tables import markdown_table
+from tables import markdown_table, write_results
 
 from captionkit.evaluation.evaluate import evaluate_model
 
@@ -95,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     table = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "precision_quality.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "precision_quality.md").write_text(table, encoding="utf-8")
+    write_results(args.out, "precision_quality", report, table)
     print(table)
     return 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import tempfile
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import torch
 from machine import machine
-from tables import markdown_table
+from tables import markdown_table, write_results
 
 from captionkit.models.base import build_model_and_tokenizer
 from captionkit.registry import get_preset
@@ -135,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     table = markdown(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_step.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "train_step.md").write_text(table, encoding="utf-8")
+    write_results(args.out, "train_step", report, table)
     print(table)
     return 0
 
