@@ -27,6 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from machine import load_state
 
 from captionkit.evaluation import ptb_tokenizer
 from captionkit.evaluation.cider_reward import CiderD
@@ -131,12 +132,11 @@ def main() -> None:
     assert all(d <= 1e-6 for d in max_diff.values()), max_diff
     base = seconds["pycocoevalcap CiderScorer, same document frequencies (tokenized)"]
     rows = [(name, s, captions / s, base / s) for name, s in seconds.items()]
-    load_avg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     header = (
         f"{args.batches} batches of {args.images_per_batch} images x {args.samples} captions "
         f"({captions:,} captions), references: {len(caps):,} Flickr8k fixture images x 5 captions; "
         f"best of {args.repeats} interleaved passes; 1 process, numpy {np.__version__}, "
-        f"{os.cpu_count()} CPUs, load average at the end {load_avg} (machine shared with other jobs). "
+        f"{os.cpu_count()} CPUs, at the end {load_state(os.getloadavg())}. "
         f"Set-up once: CiderD on raw references {init_raw:.2f} s, on tokenized {init_tok:.2f} s."
     )
     table = ["| scorer | seconds | captions/s | speed-up |", "|---|---:|---:|---:|"]
@@ -164,7 +164,7 @@ def main() -> None:
         "max_abs_difference_vs_pycocoevalcap": max_diff,
         "load_average": os.getloadavg(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
-        "note": "machine shared with other jobs: absolute numbers are noisy, ratios from one run",
+        "note": load_state(os.getloadavg()),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cider_reward.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

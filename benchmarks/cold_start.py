@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import load_state
 from tables import markdown_table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ captioner.caption(sys.argv[2])
 t.append(time.perf_counter())
 names = ["import torch", "import transformers", "import transformers' GPT-2 (modeling_gpt2 and what it pulls in)",
          "captionkit.load (captionkit imports, build, weights, tokenizer)",
-         "CLIP encoder (transformers' from_pretrained)",
+         "CLIP encoder (config + safetensors straight in)",
          "caption one image"]
 print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
 """
@@ -78,7 +79,7 @@ def phase_profile(model: Path, image: Path) -> dict[str, float]:
         [sys.executable, "-c", PHASES, str(model), str(image)], env=env, capture_output=True, text=True, check=True
     )
     phases = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**phases, "whole process": time.perf_counter() - start}
+    return {**phases, "whole process (with the interpreter teardown that `caption` skips)": time.perf_counter() - start}
 
 
 def import_profile(command: list[str], top: int = 8) -> dict[str, float]:
@@ -138,8 +139,7 @@ def markdown(report: dict[str, Any]) -> str:
     profile = report["caption_imports_s"]
     lines = [
         "Fresh interpreter per run, HF_HUB_OFFLINE=1, the trees taking turns "
-        f"(Python {s['python']}; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in s['load_average_at_start'])}: the machine was shared with other jobs).",
+        f"(Python {s['python']}; at start {load_state(s['load_average_at_start'])}).",
         "",
         markdown_table(header, report["results"]),
         "",

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from decode import BEAMS, CLIP_DIM, GPT2_124M, PREFIX_LENGTH, decoder_flops
-from machine import machine
+from machine import load_state, machine
 from tables import write_results
 from torch import nn
 
@@ -130,12 +130,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["setup"]
-    load = ", ".join(f"{x:.1f}" for x in s["load_average_at_start"])
     lines = [
         f"Decoding {s['new_tokens']} tokens per caption, {s['model']}, {s['threads']} threads, "
         f"greedy batch {s['batch_size']}, beam-5 batch {s['beam_batch_size']} (torch {s['torch']}, {s['cpu']}, "
-        f"{s['cpu_count']} CPUs, flags {' '.join(s['cpu_flags']) or 'none'}; load average at start {load}: "
-        "the machine was shared with other jobs). The three formats decode each batch in turn.",
+        f"{s['cpu_count']} CPUs, flags {' '.join(s['cpu_flags']) or 'none'}; "
+        f"at start {load_state(s['load_average_at_start'])}). "
+        "The three formats decode each batch in turn.",
         "",
         "| decoding | format | images | rows/step | seconds | captions/s | speed-up vs fp32 | target | GFLOP/s "
         "| matmul rate, same format | % of it | % of bf16 matmul | ids = fp32 |",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from decode import CLIP_DIM, GPT2_124M, PREFIX_LENGTH
 from decode_precision import FORMATS
-from machine import cpu_flags, cpu_name
+from machine import cpu_flags, cpu_name, load_state
 from tables import markdown_table, write_results
 from torch.profiler import ProfilerActivity, profile
 
@@ -86,8 +86,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"torch.profiler, greedy decoding of {s['images']} images x {s['tokens']} tokens in one batch, GPT-2 124M "
         f"architecture (random weights), {s['threads']} thread(s) (torch {s['torch']}, {s['cpu']}, flags "
-        f"{' '.join(s['cpu_flags'])}; load average {', '.join(f'{x:.1f}' for x in s['load_average_at_start'])}: the "
-        "machine was shared with other jobs). Operator self time, grouped:",
+        f"{' '.join(s['cpu_flags'])}; {load_state(s['load_average_at_start'])}). Operator self time, grouped:",
         "",
         markdown_table(["format", "group", "seconds", "share"], report["results"], 2),
         "",

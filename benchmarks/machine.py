@@ -38,3 +38,12 @@ def machine(load_at_start: tuple[float, ...]) -> dict[str, Any]:
         "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg(),
     }
+
+
+def load_state(load_average: tuple[float, ...] | list[float]) -> str:
+    """`load average 0.3, 0.5, 0.9: idle` (1-minute load under half the CPUs) or `...: busy, shared with other
+    jobs`, for a table's header line: absolute numbers from a busy machine are noisy, ratios from one run less so."""
+    idle = load_average[0] < 0.5 * (os.cpu_count() or 1)
+    return f"load average {', '.join(f'{x:.1f}' for x in load_average)}: " + (
+        "idle" if idle else "busy, shared with other jobs"
+    )

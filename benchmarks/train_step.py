@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import machine
+from machine import load_state, machine
 from tables import markdown_table, write_results
 
 from captionkit.models.base import build_model_and_tokenizer
@@ -119,8 +119,7 @@ def markdown(report: dict[str, Any]) -> str:
     return (
         f"ClipCap-MLP training step (forward, backward, AdamW), {s['model']}, {s['parameters']:,} parameters, batch "
         f"{s['batch_size']} x {s['caption_tokens']} tokens, {s['threads']} threads (torch {s['torch']}, {s['cpu']}, "
-        f"flags {' '.join(s['cpu_flags'])}; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in s['load_average_at_start'])}: the machine was shared with other jobs). "
+        f"flags {' '.join(s['cpu_flags'])}; at start {load_state(s['load_average_at_start'])}). "
         "Steps alternate between the two formats.\n\n" + markdown_table(header, report["results"]) + "\n"
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run(parser, parser.parse_args(argv))
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
@@ -59,5 +63,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# Commands that leave nothing for the interpreter's teardown to do (their files are closed, no threads or
+# processes are left): they skip it, which takes ~0.8 s once torch and transformers are imported (measured with a
+# one-image `caption`, a fifth of its time). Training, evaluation and serving exit normally.
+FAST_EXIT_COMMANDS = {"caption", "models"}
+
+
+def console() -> None:
+    """The `captionkit` executable and `python -m captionkit.cli`."""
+    parser = build_parser()
+    args = parser.parse_args()
+    code = run(parser, args)
+    if args.command in FAST_EXIT_COMMANDS:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -80,3 +80,24 @@ def test_data_synth_refuses_to_replace_a_dataset_without_force(tmp_path, capsys)
     assert (out / "Text" / "Flickr8k.token.txt").read_text() == first  # untouched
     assert main(["data", "synth", str(out), "--images", "4", "--seed", "1", "--size", "64", "--force"]) == 0
     assert (out / "Text" / "Flickr8k.token.txt").read_text() != first
+
+
+def test_the_fast_exit_of_caption_loses_no_output(tmp_path, tiny_model_dir, images) -> None:
+    """`caption` leaves the process without the interpreter's teardown (cli.console): what it printed to a pipe
+    and wrote to --out must all be there, the same as from main() in this process."""
+    import subprocess
+    import sys
+
+    args = ["caption", str(tiny_model_dir), str(images), "--max-new-tokens", "4"]
+    assert main([*args, "--out", str(tmp_path / "here.jsonl")]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "captionkit.cli", *args, "--out", str(tmp_path / "there.jsonl")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "there.jsonl").read_text() == (tmp_path / "here.jsonl").read_text()
+    printed = subprocess.run([sys.executable, "-m", "captionkit.cli", *args], capture_output=True, text=True)
+    captions = [json.loads(line)["caption"] for line in (tmp_path / "here.jsonl").read_text().splitlines()]
+    assert [line.split("\t")[1] for line in printed.stdout.splitlines()] == captions
+    assert "captioned 2 of 2 images" in printed.stderr

@@ -92,6 +92,22 @@ def clip_dir(tmp_path_factory, shared_dir: Path) -> Path:
     return out
 
 
+def test_a_saved_clip_loads_straight_and_equals_from_pretrained(clip_dir: Path, tmp_path: Path):
+    """load_clip's fast path (uninitialised build + the safetensors copied in) must give exactly the model that
+    transformers' from_pretrained gives; fp16 files come back as fp32; other layouts go to from_pretrained."""
+    from transformers import CLIPModel
+
+    fast = hf._load_saved_clip(clip_dir)
+    assert fast is not None and _same_weights(fast, CLIPModel.from_pretrained(str(clip_dir)))
+    half = tmp_path / "half"
+    CLIPModel.from_pretrained(str(clip_dir)).half().save_pretrained(str(half))
+    assert {p.dtype for p in hf._load_saved_clip(half).parameters()} == {torch.float32}
+    (half / "model.safetensors").rename(half / "other.safetensors")
+    assert hf._load_saved_clip(half) is None
+    model, _, _ = hf.load_clip(str(clip_dir))
+    assert _same_weights(model, fast)
+
+
 def test_clip_encoder_from_a_directory_gives_projected_embeddings(clip_dir: Path, flickr8k_fixture: Path):
     images = [Image.open(p) for p in sorted((flickr8k_fixture / "Images").glob("*.jpg"))[:3]]
     encoder = load_encoder(f"clip:{clip_dir}")
