@@ -6,6 +6,7 @@ import base64
 import datetime
 import io
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from html import escape
@@ -61,9 +62,10 @@ def _metric_names(runs: Sequence[RunData]) -> list[str]:
     return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
 
 
-def metrics_table(runs: Sequence[RunData]) -> str:
-    """Model x metric table with each row's dataset and image count; cells carry the exact value in data-value, the
-    best of each column among the rows scored on the same data is marked."""
+def metrics_table(runs: Sequence[RunData], base: Path | None = None) -> str:
+    """Model x metric table with each row's dataset (its path shown relative to `base`) and image count; cells
+    carry the exact value in data-value, the best of each column among the rows scored on the same data is
+    marked."""
     names = _metric_names(runs)
     group = {run.name: (run.dataset_key, run.split, frozenset(run.predictions)) for run in runs}
     best = {
@@ -87,7 +89,7 @@ def metrics_table(runs: Sequence[RunData]) -> str:
         rows.append(
             f'<tr data-run="{escape(run.name)}"><th scope="row">{escape(run.name)}</th>'
             f'<td>{escape(run.model_type)}</td><td class="small">{escape(run.encoder)}</td>'
-            f'<td class="dataset" title="{escape(run.dataset_path or "not recorded")}">{escape(run.dataset_name)}</td>'
+            f'<td class="dataset" title="{escape(shown_path(run.dataset_path, base))}">{escape(run.dataset_name)}</td>'
             f'<td>{escape(run.split)}</td><td class="images">{len(run.predictions)}</td>{"".join(cells)}</tr>'
         )
     return (
@@ -95,6 +97,19 @@ def metrics_table(runs: Sequence[RunData]) -> str:
         f'type</th><th data-sort="text">encoder</th><th data-sort="text">dataset</th><th>split</th>'
         f'<th data-sort="num">images</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     )
+
+
+def shown_path(path: str | Path | None, base: Path | None) -> str:
+    """`path` as the page shows it: relative to the report's folder `base` (a moved or shared runs/ folder then
+    shows no machine's absolute paths), or as given when it has no relative form (another drive)."""
+    if not path:
+        return "not recorded"
+    if base is None:
+        return str(path)
+    try:
+        return os.path.relpath(Path(path).resolve(), base)
+    except ValueError:
+        return str(path)
 
 
 def curves_section(runs: Sequence[RunData], colors: dict[str, str]) -> str:
@@ -248,6 +263,7 @@ def build_report(
     """Write one self-contained HTML page comparing the evaluations in `run_dirs` (run directories: every
     evaluation of `split`; or results folders). Each row's examples use the dataset it was scored on; rows scored on
     different data are flagged in the page and on stderr."""
+    base = Path(out).resolve().parent  # paths on the page are shown relative to it
     runs = load_runs(list(run_dirs), split)
     unique_names(runs)
     colors = {run.name: PALETTE[i % len(PALETTE)] for i, run in enumerate(runs)}
@@ -272,7 +288,7 @@ def build_report(
             "metrics",
             "Metrics",
             warning
-            + metrics_table(runs)
+            + metrics_table(runs, base)
             + '<p class="note">Click a column header to sort. Corpus scores from each evaluation\'s metrics.json '
             "(pycocoevalcap protocol); the best of each column among rows scored on the same data is bold.</p>",
         ),
@@ -282,7 +298,7 @@ def build_report(
     for (key, split_name), rows in groups.items():
         view = views[key]
         head = "Examples" if len(groups) == 1 else f"Examples: {view.name} {split_name}"
-        where = f"{view.name} ({view.path or 'not recorded'}), {split_name} split"
+        where = f"{view.name} ({shown_path(view.path, base)}), {split_name} split"
         body = (
             f'<p class="note">Images and references of {escape(where)}.</p>'
             + (f'<p class="note">{escape(view.note)}</p>' if view.note else "")
@@ -309,7 +325,7 @@ def build_report(
         nav=nav,
         body=body,
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        runs=escape(", ".join(str(Path(d)) for d in run_dirs)),
+        runs=escape(", ".join(shown_path(d, base) for d in run_dirs)),
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

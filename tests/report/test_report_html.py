@@ -206,3 +206,13 @@ def test_examples_show_the_true_scene_and_mark_wrong_objects(tmp_path):
 def test_legends_keep_long_run_names_whole():
     svg = line_chart({"demo-show-tell-merge": [(1, 0.5), (2, 0.7)]}, "dev CIDEr")
     assert ">demo-show-tell-merge</text>" in svg
+
+
+def test_the_page_shows_paths_relative_to_its_folder(runs, tmp_path):
+    """A report inside the runs folder names the runs and datasets from there, not with this machine's absolute
+    paths (issue 10: runs/demo must read the same when moved or shared)."""
+    dirs, _ = runs
+    out = build_report(dirs, tmp_path / "report.html", examples=2, extremes=0)
+    text = out.read_text()
+    assert str(tmp_path) not in text
+    assert 'title="tiny"' in text and "tiny (tiny), test split" in text
