@@ -120,8 +120,12 @@ class ShowTellMergeConfig:
     bos_token_id: int = 1
     feature_dim: int = 4096  # VGG16 fc2
     embed_dim: int = 256
-    hidden_dim: int = 256  # LSTM units == size of the projected image vector they are added to
-    decoder_dim: int = 256  # the dense(relu) layer after the add
+    hidden_dim: int = 256  # LSTM units == size of the projected image vector they are merged with
+    decoder_dim: int = 256  # the dense(relu) layer after the merge
+    # How the image vector meets each LSTM output: "add" (the VGG16+LSTM tutorials) or "concat" (Tanti et al. 2018,
+    # "Where to put the image in an image caption generator"). After concatenation the dense layer can weigh any
+    # image unit against any word unit, which is what naming the shape of the colour just said needs.
+    merge: str = "add"
     num_layers: int = 1
     dropout: float = 0.5
     feature_norm: bool = False  # LayerNorm on the image features (for an encoder trained from scratch)
@@ -130,11 +134,14 @@ class ShowTellMergeConfig:
     finetune_blocks: int = 0  # how many of the encoder's last blocks are trained
 
 
+MERGES = {"add": 1, "concat": 2}  # merge -> the dense layer's input width, in hidden_dim units
+
+
 @register_model("show-tell-merge")
 class ShowTellMerge(WordLSTMModel):
-    """fc2 -> dropout -> dense(relu); words -> embedding -> dropout -> LSTM; add -> dense(relu) -> vocabulary.
+    """fc2 -> dropout -> dense(relu); words -> embedding -> dropout -> LSTM; add or concat -> dense(relu) -> vocabulary.
 
-    The image does not enter the LSTM (the "merge" architecture): it is added to every LSTM output.
+    The image does not enter the LSTM (the "merge" architecture): it is merged with every LSTM output.
     Decoding state: {"h", "c"} (B, num_layers, hidden) and "image" (B, hidden), the projected image vector.
     """
 
@@ -145,21 +152,27 @@ class ShowTellMerge(WordLSTMModel):
     def __init__(self, config: ShowTellMergeConfig, pretrained: bool = False) -> None:
         super().__init__(config, pretrained)
         c = config
+        if c.merge not in MERGES:
+            raise ConfigError(f"model.merge: {c.merge!r} is not one of {', '.join(MERGES)}")
         self.image_proj = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.feature_dim, c.hidden_dim), nn.ReLU())
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
         self.embed_dropout = nn.Dropout(c.dropout)
         self.lstm = nn.LSTM(c.embed_dim, c.hidden_dim, num_layers=c.num_layers, batch_first=True)
         self.head = nn.Sequential(
-            nn.Linear(c.hidden_dim, c.decoder_dim), nn.ReLU(), nn.Linear(c.decoder_dim, c.vocab_size)
+            nn.Linear(MERGES[c.merge] * c.hidden_dim, c.decoder_dim), nn.ReLU(), nn.Linear(c.decoder_dim, c.vocab_size)
         )
 
     def forward(self, batch: dict[str, Tensor]) -> ModelOutput:
         image = self.image_proj(self.encode(batch["features"]))  # (B, H)
         words = self.embed_dropout(self.embedding(self.decoder_inputs(batch["input_ids"])))  # (B, T, E)
         hidden, _ = self.lstm(words)  # (B, T, H); padding sits after the caption, so it never reaches it
-        logits = self.head(hidden + image[:, None])  # (B, T, V)
+        logits = self.head(self.merged(hidden, image[:, None].expand_as(hidden)))  # (B, T, V)
         labels = batch.get("labels")
         return ModelOutput(logits=logits, loss=caption_loss(logits, labels) if labels is not None else None)
+
+    def merged(self, hidden: Tensor, image: Tensor) -> Tensor:
+        """(..., H) LSTM outputs and image vectors of the same shape -> the dense layer's input."""
+        return hidden + image if self.config.merge == "add" else torch.cat([hidden, image], dim=-1)
 
     def start(self, features: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         image = self.image_proj(self.encode(features))  # (B, H)
@@ -172,5 +185,5 @@ class ShowTellMerge(WordLSTMModel):
         # nn.LSTM keeps layers first; the decoding state keeps batch first so select_rows can reorder it
         hc = (state["h"].transpose(0, 1).contiguous(), state["c"].transpose(0, 1).contiguous())
         hidden, (h, c) = self.lstm(words, hc)
-        logits = self.head(hidden[:, 0] + state["image"])  # (B, V)
+        logits = self.head(self.merged(hidden[:, 0], state["image"]))  # (B, V)
         return logits, {"h": h.transpose(0, 1), "c": c.transpose(0, 1), "image": state["image"]}

@@ -183,3 +183,22 @@ def test_feature_norm_normalises_each_feature_vector(name):
     normed = model.encode(features_for(model, 3) * 3.0 + 5.0)
     torch.testing.assert_close(normed.mean(-1), torch.zeros(normed.shape[:-1]), atol=1e-3, rtol=0)
     torch.testing.assert_close(normed.std(-1, unbiased=False), torch.ones(normed.shape[:-1]), atol=1e-3, rtol=0)
+
+
+def test_concat_merge_is_causal_caches_like_recomputation_and_differs_from_add():
+    """merge="concat" (Tanti et al. 2018): the dense layer reads [LSTM output, image]; decoding step by step must
+    equal one teacher-forced pass, and an unknown merge is refused by name."""
+    torch.manual_seed(0)
+    model = merge_model(merge="concat").eval()
+    assert model.head[0].in_features == 2 * model.config.hidden_dim
+    feats = features_for(model, 2)
+    history = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    with torch.no_grad():
+        logits, state = model.start(feats)
+        for t in range(history.shape[1]):
+            torch.testing.assert_close(logits, uncached_logits(model, feats, history[:, :t]), rtol=1e-5, atol=1e-5)
+            logits, state = model.step(history[:, t], state)
+        other_image = model({"features": features_for(model, 2, seed=1), "input_ids": history}).logits
+    assert not torch.allclose(other_image, model({"features": feats, "input_ids": history}).logits)
+    with pytest.raises(ConfigError, match="model.merge: 'multiply'"):
+        merge_model(merge="multiply")
