@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from machine import load_state
+from machine import load_state, state_at_start
 
 from captionkit.evaluation import ptb_tokenizer
 from captionkit.evaluation.cider_reward import CiderD
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5, help="captions per image (K)")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many passes over the batches")
     args = parser.parse_args()
+    start = state_at_start()
     caps = load()
     keys = sorted(caps)
     refs_tok = ptb_tokenizer.tokenize(caps)
@@ -136,7 +137,7 @@ def main() -> None:
         f"{args.batches} batches of {args.images_per_batch} images x {args.samples} captions "
         f"({captions:,} captions), references: {len(caps):,} Flickr8k fixture images x 5 captions; "
         f"best of {args.repeats} interleaved passes; 1 process, numpy {np.__version__}, "
-        f"{os.cpu_count()} CPUs, at the end {load_state(os.getloadavg())}. "
+        f"{os.cpu_count()} CPUs, {load_state(start)}. "
         f"Set-up once: CiderD on raw references {init_raw:.2f} s, on tokenized {init_tok:.2f} s."
     )
     table = ["| scorer | seconds | captions/s | speed-up |", "|---|---:|---:|---:|"]
@@ -164,7 +165,7 @@ def main() -> None:
         "max_abs_difference_vs_pycocoevalcap": max_diff,
         "load_average": os.getloadavg(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}",
-        "note": load_state(os.getloadavg()),
+        "note": load_state(start),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cider_reward.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import load_state
+from machine import load_state, state_at_start
 from tables import markdown_table, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,8 @@ def wall(command: list[str], repeats: int, trees: dict[str, Path]) -> dict[str, 
         for name, tree in trees.items():
             env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(tree)}
             start = time.perf_counter()
-            subprocess.run(command, env=env, capture_output=True, check=True, cwd=REPO)
+            # cwd too: `python -m` puts it first on sys.path, ahead of PYTHONPATH
+            subprocess.run(command, env=env, capture_output=True, check=True, cwd=tree)
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "captionkit models list": cli("models", "list"),
         f"captionkit caption {args.model_label} one.jpg": cli("caption", str(args.model), str(args.image)),
     }
-    load_at_start = os.getloadavg()
+    start = state_at_start()
     trees = {"this tree": REPO, **({"baseline": args.baseline} if args.baseline else {})}
     rows = []
     for name, command in commands.items():
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     command = commands[rows[-1]["command"]]
     profile = {"phases": phase_profile(args.model, args.image), "largest imports": import_profile(command)}
     return {
-        "setup": {"python": sys.version.split()[0], "load_average_at_start": load_at_start},
+        "setup": {"python": sys.version.split()[0], **start},
         "results": rows,
         "caption_target_s": TARGET_S,
         "caption_median_s": caption_median,
@@ -139,7 +140,7 @@ def markdown(report: dict[str, Any]) -> str:
     profile = report["caption_imports_s"]
     lines = [
         "Fresh interpreter per run, HF_HUB_OFFLINE=1, the trees taking turns "
-        f"(Python {s['python']}; at start {load_state(s['load_average_at_start'])}).",
+        f"(Python {s['python']}; at start {load_state(s)}).",
         "",
         markdown_table(header, report["results"]),
         "",

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from decode import BEAMS, CLIP_DIM, GPT2_124M, PREFIX_LENGTH, decoder_flops
-from machine import load_state, machine
+from machine import load_state, machine, state_at_start
 from tables import write_results
 from torch import nn
 
@@ -60,7 +59,7 @@ def matmul_gflops(model: ClipCapModel, rows: int, fmt: str, seconds: float = 1.5
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    load_at_start = os.getloadavg()
+    start = state_at_start()
     config = ClipCapConfig(
         mapping="mlp", prefix_length=PREFIX_LENGTH, clip_dim=CLIP_DIM, gpt2="gpt2", gpt2_config=GPT2_124M
     )
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads,
             "batch_size": args.batch_size,
             "beam_batch_size": args.beam_batch_size,
-            **machine(load_at_start),
+            **machine(start),
         },
         "results": results,
     }
@@ -134,7 +133,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Decoding {s['new_tokens']} tokens per caption, {s['model']}, {s['threads']} threads, "
         f"greedy batch {s['batch_size']}, beam-5 batch {s['beam_batch_size']} (torch {s['torch']}, {s['cpu']}, "
         f"{s['cpu_count']} CPUs, flags {' '.join(s['cpu_flags']) or 'none'}; "
-        f"at start {load_state(s['load_average_at_start'])}). "
+        f"at start {load_state(s)}). "
         "The three formats decode each batch in turn.",
         "",
         "| decoding | format | images | rows/step | seconds | captions/s | speed-up vs fp32 | target | GFLOP/s "

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from decode import CLIP_DIM, GPT2_124M, PREFIX_LENGTH
 from decode_precision import FORMATS
-from machine import cpu_flags, cpu_name, load_state
+from machine import cpu_flags, cpu_name, load_state, state_at_start
 from tables import markdown_table, write_results
 from torch.profiler import ProfilerActivity, profile
 
@@ -38,6 +37,7 @@ GROUPS = {  # aten operator -> group; unlisted operators are "other"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    start = state_at_start()
     torch.set_num_threads(args.threads)
     config = ClipCapConfig(
         mapping="mlp", prefix_length=PREFIX_LENGTH, clip_dim=CLIP_DIM, gpt2="gpt2", gpt2_config=GPT2_124M
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "torch": torch.__version__,
             "cpu": cpu_name(),
             "cpu_flags": cpu_flags(),
-            "load_average_at_start": os.getloadavg(),
+            **start,
         },
         "results": rows,
         "raw": raw,
@@ -86,7 +86,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"torch.profiler, greedy decoding of {s['images']} images x {s['tokens']} tokens in one batch, GPT-2 124M "
         f"architecture (random weights), {s['threads']} thread(s) (torch {s['torch']}, {s['cpu']}, flags "
-        f"{' '.join(s['cpu_flags'])}; {load_state(s['load_average_at_start'])}). Operator self time, grouped:",
+        f"{' '.join(s['cpu_flags'])}; {load_state(s)}). Operator self time, grouped:",
         "",
         markdown_table(["format", "group", "seconds", "share"], report["results"], 2),
         "",

@@ -11,7 +11,6 @@ the cosine similarity of the bfloat16 features to float32's. Writes benchmarks/r
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 from features import build as load_bench_encoder
-from machine import machine
+from machine import load_state, machine, state_at_start
 from tables import markdown_table, write_results
 
 from captionkit.models.precision import Precision, cast_encoder
@@ -30,7 +29,7 @@ TARGET = 1.8  # bfloat16 >= 1.8x float32, the issue's target
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    load_at_start = os.getloadavg()
+    start = state_at_start()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.encoders.split(","):
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "images": args.images,
             "batch_size": args.batch_size,
             "threads": args.threads,
-            **machine(load_at_start),
+            **machine(start),
         },
         "results": rows,
     }
@@ -89,9 +88,10 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     return (
         f"Forward pass only, {s['images']} random 224-px images in batches of {s['batch_size']}, random weights, "
-        f"{s['threads']} threads (torch {s['torch']}, {s['cpu']}, flags {' '.join(s['cpu_flags'])}; load average "
-        f"at start {', '.join(f'{x:.1f}' for x in s['load_average_at_start'])}: the machine was shared with other "
-        "jobs). float32 and bfloat16 run each batch in turn.\n\n" + markdown_table(header, report["results"]) + "\n"
+        f"{s['threads']} threads (torch {s['torch']}, {s['cpu']}, flags {' '.join(s['cpu_flags'])}; "
+        f"at start {load_state(s)}). float32 and bfloat16 run each batch in turn.\n\n"
+        + markdown_table(header, report["results"])
+        + "\n"
     )
 
 

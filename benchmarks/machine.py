@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +30,46 @@ def cpu_flags() -> list[str]:
     return sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx512f")))
 
 
-def machine(load_at_start: tuple[float, ...]) -> dict[str, Any]:
-    """The setup fields every precision benchmark writes beside its own."""
+def cpu_busy_share(seconds: float = 1.0) -> float | None:
+    """The share of all CPUs that something was using over the next `seconds` (from /proc/stat): unlike the load
+    average, it does not lag behind a benchmark that has just finished. None where /proc/stat is missing."""
+
+    def totals() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all jiffies, idle + iowait
+
+    try:
+        total0, idle0 = totals()
+        time.sleep(seconds)
+        total1, idle1 = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def state_at_start() -> dict[str, Any]:
+    """Taken before a benchmark's first measurement; `load_state` reads it back."""
+    return {"load_average_at_start": os.getloadavg(), "cpu_busy_at_start": cpu_busy_share()}
+
+
+def machine(start: dict[str, Any]) -> dict[str, Any]:
+    """The setup fields every precision benchmark writes beside its own (`start`: `state_at_start()`)."""
     return {
         "torch": torch.__version__,
         "cpu": cpu_name(),
         "cpu_flags": cpu_flags(),
-        "load_average_at_start": load_at_start,
+        "cpu_count": os.cpu_count(),
+        **start,
         "load_average_at_end": os.getloadavg(),
     }
 
 
-def load_state(load_average: tuple[float, ...] | list[float]) -> str:
-    """`load average 0.3, 0.5, 0.9: idle` (1-minute load under half the CPUs) or `...: busy, shared with other
-    jobs`, for a table's header line: absolute numbers from a busy machine are noisy, ratios from one run less so."""
-    idle = load_average[0] < 0.5 * (os.cpu_count() or 1)
-    return f"load average {', '.join(f'{x:.1f}' for x in load_average)}: " + (
-        "idle" if idle else "busy, shared with other jobs"
-    )
+def load_state(setup: dict[str, Any]) -> str:
+    """`load average 0.3, 0.5, 0.9, CPUs 2% busy: idle` for a table's header line, from `state_at_start()`'s fields:
+    idle when other processes used under a quarter of the CPUs in the second before the benchmark started."""
+    load = ", ".join(f"{x:.1f}" for x in setup["load_average_at_start"])
+    busy = setup.get("cpu_busy_at_start")
+    if busy is None:  # an older result: only the load average was taken
+        return f"load average {load}"
+    verdict = "idle" if busy < 0.25 else "busy, shared with other jobs"
+    return f"load average {load}, CPUs {busy:.0%} busy just before: {verdict}"

@@ -11,13 +11,13 @@ benchmarks/results/precision_quality.md and .json.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from machine import load_state, state_at_start
 from tables import markdown_table, write_results
 
 from captionkit.evaluation.evaluate import evaluate_model
@@ -30,7 +30,7 @@ BAR = 0.02  # the issue's quality bar: CIDEr and object_f1 within 0.02 of float3
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    load_at_start = os.getloadavg()
+    start = state_at_start()
     models = sorted(p.parent.parent.name for p in args.demo.glob("demo-*/model/config.json"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,18 +71,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 print(rows[-1], flush=True)
     return {
-        "setup": {"demo": str(args.demo), "threads": args.threads, "load_average_at_start": load_at_start},
+        "setup": {"demo": str(args.demo), "threads": args.threads, **start},
         "results": rows,
     }
 
 
 def markdown(report: dict[str, Any]) -> str:
     header = list(report["results"][0]) if report["results"] else []
-    load = ", ".join(f"{x:.1f}" for x in report["setup"]["load_average_at_start"])
     return (
         f"Demo test split, greedy decoding (the demo's defaults), CIDEr and object_f1 (`evaluate_model`), "
-        f"{report['setup']['threads']} threads (load average at start {load}: the machine was shared with other "
-        "jobs; `eval s` includes the Java tokenizer's start).\n\n" + markdown_table(header, report["results"], 2) + "\n"
+        f"{report['setup']['threads']} threads (at start {load_state(report['setup'])}; "
+        "`eval s` includes the Java tokenizer's start).\n\n" + markdown_table(header, report["results"], 2) + "\n"
     )
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from machine import load_state, machine
+from machine import load_state, machine, state_at_start
 from tables import markdown_table, write_results
 
 from captionkit.models.base import build_model_and_tokenizer
@@ -49,7 +48,7 @@ def demo_model(directory: Path) -> tuple[torch.nn.Module, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
-    load_at_start = os.getloadavg()
+    start = state_at_start()
     base, source = demo_model(args.demo_model)
     preset = get_preset("demo-clipcap-mlp")["train"]
     batch_size, length = preset["batch_size"], preset["max_caption_tokens"]
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": batch_size,
             "caption_tokens": length,
             "threads": args.threads,
-            **machine(load_at_start),
+            **machine(start),
         },
         "results": rows,
     }
@@ -119,7 +118,7 @@ def markdown(report: dict[str, Any]) -> str:
     return (
         f"ClipCap-MLP training step (forward, backward, AdamW), {s['model']}, {s['parameters']:,} parameters, batch "
         f"{s['batch_size']} x {s['caption_tokens']} tokens, {s['threads']} threads (torch {s['torch']}, {s['cpu']}, "
-        f"flags {' '.join(s['cpu_flags'])}; at start {load_state(s['load_average_at_start'])}). "
+        f"flags {' '.join(s['cpu_flags'])}; at start {load_state(s)}). "
         "Steps alternate between the two formats.\n\n" + markdown_table(header, report["results"]) + "\n"
     )
 
