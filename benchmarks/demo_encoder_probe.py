@@ -109,13 +109,15 @@ def zero_shot(run: Path, records: list, scenes: dict) -> dict[str, float]:
 
 
 def attention_on_objects(run: Path, records: list, scenes: dict) -> dict[str, float]:
-    """Mean share of attention mass on the named objects, and the same share under uniform attention."""
+    """Mean share of attention mass on the named objects, the same share under uniform attention (chance), and
+    the most any attention could score on this grid (all of it on the cell the objects cover most: a cell is only
+    partly covered by an object, so even perfect attention on a coarse grid scores below 1)."""
     import captionkit
     from captionkit.inference.attention import caption_with_attention, crop_fraction_of
 
     captioner = captionkit.load(str(run / "demo-show-attend-tell" / "model"))
     assert crop_fraction_of(captioner) == 1.0  # the demo encoder sees the whole square image: grid = image
-    on_object, chance, words_scored = [], [], 0
+    on_object, chance, ceiling, words_scored = [], [], [], 0
     for record in records:
         scene = scenes[record.image_id]
         words, weights = caption_with_attention(captioner, load_image(record.image_path))
@@ -129,11 +131,14 @@ def attention_on_objects(run: Path, records: list, scenes: dict) -> dict[str, fl
             per_cell = mask.reshape(side, 8, side, 8).mean(axis=(1, 3)).reshape(-1)  # share of each cell covered
             on_object.append(float((attention.numpy() * per_cell).sum()))
             chance.append(float(per_cell.mean()))
+            ceiling.append(float(per_cell.max()))
             words_scored += 1
     return {
         "object_words": words_scored,
         "attention_on_objects": round(float(np.mean(on_object)), 3),
         "chance": round(float(np.mean(chance)), 3),
+        "grid": f"{side}x{side}",
+        "ceiling (all on the best cell)": round(float(np.mean(ceiling)), 3),
     }
 
 

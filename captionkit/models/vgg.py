@@ -48,7 +48,11 @@ VGG16_LAYOUT: tuple[int | str, ...] = (
     512,
     "M",
 )
-FEATURE_KINDS = ("fc2", "conv5_3")
+# The grid features: name -> how many of the five max-pools come before it. conv4_3 is a grid twice as fine as
+# conv5_3 (28x28 for VGG16 at 224 px; 12x12 for the demo's 96-px network, whose 6x6 conv5_3 cells are too coarse for
+# attention to land on one small object: all of a word's attention on the best cell covers 0.40 of it on average).
+GRID_POOLS = {"conv5_3": 4, "conv4_3": 3}
+FEATURE_KINDS = ("fc2", *GRID_POOLS)
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,9 @@ class VGGVariant:
     def channels(self) -> int:
         return 512 // self.width_divisor
 
-    @property
-    def grid(self) -> int:
-        return self.crop // 16  # conv5_3 sits after four 2x2 max-pools
+    def grid(self, feature: str = "conv5_3") -> int:
+        """Cells per side of a grid feature: each 2x2 max-pool before it halves the crop."""
+        return self.crop // 2 ** GRID_POOLS[feature]
 
 
 VARIANTS = {
@@ -150,10 +154,11 @@ class VGG16(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    @property
-    def conv5_3_end(self) -> int:
-        """features[:conv5_3_end] ends with the ReLU after conv5_3, before the last max-pool (30; 43 with BN)."""
-        return len(self.features) - 1
+    def grid_end(self, feature: str) -> int:
+        """features[:grid_end(f)] ends with the ReLU after that conv, before the next max-pool (conv5_3: 30; 43 with
+        BN)."""
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        return pools[GRID_POOLS[feature]]
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) normalised pixels -> (B, num_classes) logits."""
@@ -296,7 +301,7 @@ class VGGEncoder(ImageEncoder):
     """A VGG16-shaped network as an image encoder.
 
     feature "fc2": (B, fc_width) after the second fully connected layer and its ReLU (dropout is identity in eval
-    mode). feature "conv5_3": the grid after the ReLU of conv5_3, returned as (B, L, C) with L = grid * grid in
+    mode). feature "conv5_3" (or "conv4_3", twice as fine): the grid after that ReLU, as (B, L, C) with L = grid * grid in
     row-major order (L index = y * grid + x), i.e. (196, 512) for VGG16 at 224 px: the layout attention models
     expect. Frozen by `load_encoder`; `set_trainable_blocks(n)` unfreezes the top for end-to-end fine-tuning.
     """
@@ -310,9 +315,9 @@ class VGGEncoder(ImageEncoder):
         self.variant = variant
         self.weights = weights
         self.preprocessor = ImageNetPreprocess(variant.resize, variant.crop)
-        if feature == "conv5_3":
-            self.features = net.features[: net.conv5_3_end]
-            self.feature_shape = (variant.grid * variant.grid, variant.channels)
+        if feature in GRID_POOLS:
+            self.features = net.features[: net.grid_end(feature)]
+            self.feature_shape = (variant.grid(feature) ** 2, variant.channels)  # blocks 4 and 5 share a width
         else:
             self.features = net.features
             self.avgpool = net.avgpool
@@ -325,8 +330,8 @@ class VGGEncoder(ImageEncoder):
         return self.preprocessor(image)
 
     def forward(self, pixel_values: Tensor) -> Tensor:
-        x = self.features(pixel_values)  # (B, C, grid, grid) for conv5_3
-        if self.feature == "conv5_3":
+        x = self.features(pixel_values)  # (B, C, grid, grid) for a grid feature
+        if self.feature in GRID_POOLS:
             return x.flatten(2).transpose(1, 2).contiguous()  # (B, L, C)
         return self.classifier(torch.flatten(self.avgpool(x), 1))  # (B, fc_width)
 
@@ -359,7 +364,7 @@ class VGGEncoder(ImageEncoder):
     def describe(self) -> dict[str, Any]:
         layout = (
             "(L, C): L = grid positions in row-major order (y * grid + x), C = channels"
-            if self.feature == "conv5_3"
+            if self.feature in GRID_POOLS
             else "(D,): fc2 activations after ReLU"
         )
         return {

@@ -32,6 +32,20 @@ def test_small_variant_feature_kinds(image):
     assert info["preprocessing"]["center_crop"] == 112 and "row-major" in info["layout"]
 
 
+def test_conv4_3_is_the_grid_before_the_fourth_pool_and_feeds_conv5_3(image):
+    """conv4_3: a grid twice as fine as conv5_3 from the same network; conv5_3 is block 5 run on top of it."""
+    conv4 = load_encoder("vgg16-small:conv4_3")
+    conv5 = load_encoder("vgg16-small:conv5_3")
+    assert conv4.feature_shape == (196, 64) and "row-major" in conv4.describe()["layout"]
+    pixels = conv4.preprocess(image)[None]
+    with torch.no_grad():
+        grid = conv4(pixels)  # (1, 196, 64): rows of a 14 x 14 grid
+        as_map = grid.transpose(1, 2).reshape(1, 64, 14, 14)
+        on_top = conv5.features[len(conv4.features) :](as_map)  # the max-pool and block 5
+    torch.testing.assert_close(on_top.flatten(2).transpose(1, 2), conv5(pixels))
+    assert len(conv4.conv_blocks()) == 4
+
+
 def test_random_init_is_seeded_not_global(image):
     torch.manual_seed(1)
     a = load_encoder("vgg16-small:fc2").encode_images([image])
