@@ -301,9 +301,10 @@ class VGGEncoder(ImageEncoder):
     """A VGG16-shaped network as an image encoder.
 
     feature "fc2": (B, fc_width) after the second fully connected layer and its ReLU (dropout is identity in eval
-    mode). feature "conv5_3" (or "conv4_3", twice as fine): the grid after that ReLU, as (B, L, C) with L = grid * grid in
-    row-major order (L index = y * grid + x), i.e. (196, 512) for VGG16 at 224 px: the layout attention models
-    expect. Frozen by `load_encoder`; `set_trainable_blocks(n)` unfreezes the top for end-to-end fine-tuning.
+    mode). feature "conv5_3" (or "conv4_3", twice as fine): the grid after that ReLU, as (B, L, C) with
+    L = grid * grid in row-major order (L index = y * grid + x), i.e. (196, 512) for VGG16 at 224 px: the layout
+    attention models expect. Frozen by `load_encoder`; `set_trainable_blocks(n)` unfreezes the top for end-to-end
+    fine-tuning.
     """
 
     def __init__(self, net: VGG16, feature: str, spec: str, variant: VGGVariant, weights: str | None = None) -> None:
