@@ -392,7 +392,9 @@ def load_clip(source: str, tokenizer: str | None = None) -> tuple[nn.Module, Any
     else:
         source = src.text  # a shipped name resolves to its folder
         # fp32 whatever the file holds (shipped weights are fp16 on disk to keep the package small)
-        model = _load_saved_clip(Path(source)) or _from_pretrained(CLIPModel, source, "CLIP").float()
+        model = _load_saved_clip(Path(source))
+        if model is None:  # not a directory we wrote: transformers' own loader
+            model = _from_pretrained(CLIPModel, source, "CLIP").float()
         processor = _from_pretrained(_image_processor_class(), source, "CLIP image processor")
     tok = clip_tokenizer(tokenizer) if tokenizer is not None else load_clip_tokenizer(source)
     return model.eval(), processor, tok

@@ -75,7 +75,7 @@ class VGGVariant:
     def channels(self) -> int:
         return 512 // self.width_divisor
 
-    def grid(self, feature: str = "conv5_3") -> int:
+    def grid(self, feature: str) -> int:
         """Cells per side of a grid feature: each 2x2 max-pool before it halves the crop."""
         return self.crop // 2 ** GRID_POOLS[feature]
 

@@ -62,7 +62,7 @@ def _metric_names(runs: Sequence[RunData]) -> list[str]:
     return [m for m in METRIC_ORDER if m in names] + sorted(names - set(METRIC_ORDER))
 
 
-def metrics_table(runs: Sequence[RunData], base: Path | None = None) -> str:
+def metrics_table(runs: Sequence[RunData], base: Path) -> str:
     """Model x metric table with each row's dataset (its path shown relative to `base`) and image count; cells
     carry the exact value in data-value, the best of each column among the rows scored on the same data is
     marked."""
@@ -99,13 +99,11 @@ def metrics_table(runs: Sequence[RunData], base: Path | None = None) -> str:
     )
 
 
-def shown_path(path: str | Path | None, base: Path | None) -> str:
+def shown_path(path: str | Path | None, base: Path) -> str:
     """`path` as the page shows it: relative to the report's folder `base` (a moved or shared runs/ folder then
     shows no machine's absolute paths), or as given when it has no relative form (another drive)."""
     if not path:
         return "not recorded"
-    if base is None:
-        return str(path)
     try:
         return os.path.relpath(Path(path).resolve(), base)
     except ValueError:

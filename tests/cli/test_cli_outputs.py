@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -85,9 +87,6 @@ def test_data_synth_refuses_to_replace_a_dataset_without_force(tmp_path, capsys)
 def test_the_fast_exit_of_caption_loses_no_output(tmp_path, tiny_model_dir, images) -> None:
     """`caption` leaves the process without the interpreter's teardown (cli.console): what it printed to a pipe
     and wrote to --out must all be there, the same as from main() in this process."""
-    import subprocess
-    import sys
-
     args = ["caption", str(tiny_model_dir), str(images), "--max-new-tokens", "4"]
     assert main([*args, "--out", str(tmp_path / "here.jsonl")]) == 0
     done = subprocess.run(
