@@ -1,8 +1,9 @@
 """What do the demo's encoders see, and where does the attention model look? Three measurements on a finished
 `make demo` run (test split of the demo's caption dataset, which no encoder was pretrained on):
 
-1. Linear probes: one logistic regression per label ("a circle is in the image", "something red is in the image")
-   on the frozen features of the train split, test accuracy beside the majority-class rate.
+1. Linear probes: one logistic regression per label ("a circle is in the image", "something red is in the image",
+   "the background is white") on the frozen features of the train split, test accuracy beside the majority-class
+   rate.
 2. Zero-shot with the demo CLIP: no training at all; each test image that holds one kind of shape is given the shape
    whose text prompts ("a red circle .", "a blue circle .", ... averaged) lie nearest its image embedding.
 3. Attention: for every colour or shape word the Show-Attend-Tell model writes (greedy) that names something really
@@ -28,7 +29,7 @@ from torch.nn import functional as F
 
 from captionkit.data.formats import load_dataset
 from captionkit.data.images import load_image
-from captionkit.data.scene_grammar import COLOURS, SHAPE_NOUNS, SHAPES, kind_counts
+from captionkit.data.scene_grammar import BACKGROUNDS, COLOURS, SHAPE_NOUNS, SHAPES, kind_counts
 from captionkit.data.synthetic import object_mask
 from captionkit.evaluation.object_f1 import load_scenes
 from captionkit.models import hf
@@ -36,7 +37,7 @@ from captionkit.models.encoders import load_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-LABELS = [*SHAPES, *COLOURS]  # shape-present labels, then colour-present labels
+LABELS = [*SHAPES, *COLOURS, *(f"{b} bg" for b in BACKGROUNDS)]  # shape present, colour present, background colour
 WORD_TO_SHAPE = {noun: shape for shape, nouns in SHAPE_NOUNS.items() for pair in nouns for noun in pair}
 
 
@@ -48,9 +49,10 @@ def encoder_specs(run: Path) -> dict[str, str]:
 
 
 def label_matrix(records: list, scenes: dict) -> torch.Tensor:
-    """(N, len(LABELS)) 0/1: which shapes and which colours each image contains."""
+    """(N, len(LABELS)) 0/1: which shapes and which colours each image contains, and its background colour."""
     y = torch.zeros(len(records), len(LABELS))
     for i, record in enumerate(records):
+        y[i, LABELS.index(f"{scenes[record.image_id]['background']['colour']} bg")] = 1
         for colour, shape in kind_counts(scenes[record.image_id]):
             y[i, LABELS.index(shape)] = 1
             y[i, LABELS.index(colour)] = 1

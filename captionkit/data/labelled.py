@@ -1,7 +1,9 @@
 """Labelled images for pretraining an image encoder as a classifier (the ImageNet step of a captioner).
 
 Three sources, one interface (`source[i] -> (RGB image, [label, ...])`, `len(source)`, `source.label_names`):
-  synth:SEED               the demo's labelled scene stream (data/scene_stream.py): endless, multi-label
+  synth:SEED               the demo's labelled scene stream (data/scene_stream.py): endless, multi-label; the
+                           option groups= picks its label groups (default colour,shape,kind,count; also
+                           background), and it alone knows where its objects are (`coverage`)
   DIR/CLASS/IMAGE.jpg      a folder of class subfolders (torchvision's ImageFolder layout): one label per image
   FILE.csv / FILE.jsonl    a table of image + labels: in CSV the labels column joins labels with `separator`
                            ("red;circle"), in JSONL it may also be a list; image paths are relative to the file
@@ -15,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image
 
 from captionkit.data.images import IMAGE_SUFFIXES, load_image
-from captionkit.errors import DatasetError
+from captionkit.errors import ConfigError, DatasetError
 
 STREAM_PREFIX = "synth:"
 
@@ -51,12 +54,12 @@ class LabelledFiles:
 
 
 class _Stream:
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, groups: tuple[str, ...]) -> None:
         from captionkit.data.scene_stream import SceneStream, scene_label_groups, scene_label_names
 
         self.stream = SceneStream(seed=seed)
-        self.label_names = scene_label_names()
-        self.label_groups: list[str] | None = scene_label_groups()
+        self.label_names = scene_label_names(groups)
+        self.label_groups: list[str] | None = scene_label_groups(groups)
         self.endless = True
 
     def __len__(self) -> int:
@@ -65,16 +68,24 @@ class _Stream:
     def __getitem__(self, index: int) -> tuple[Image.Image, list[str]]:
         return self.stream[index]
 
+    def coverage(self, index: int, size: int, crop: int, grid: int) -> np.ndarray:
+        """Where image `index`'s colours and shapes are: see scene_stream.scene_coverage."""
+        from captionkit.data.scene_stream import scene_coverage
+
+        return scene_coverage(self.stream.scene(index), size, crop, grid)
+
 
 def load_labelled(
-    source: str, image_column: str = "image", labels_column: str = "labels", separator: str = ";"
+    source: str, image_column: str = "image", labels_column: str = "labels", separator: str = ";", groups: str = ""
 ) -> LabelledImages:
     """Open a labelled source (see the module docstring); errors name the file, line and field."""
     if source.startswith(STREAM_PREFIX):
         seed = source[len(STREAM_PREFIX) :] or "0"
         if not seed.isdigit():
             raise DatasetError(f"{source!r}: the scene stream is named synth:SEED with a seed >= 0, e.g. synth:1")
-        return _Stream(int(seed))
+        return _Stream(int(seed), _stream_groups(groups))
+    if groups:
+        raise ConfigError(f"groups={groups!r}: only the scene stream (synth:SEED) has label groups to choose")
     path = Path(source).expanduser()
     if path.is_dir():
         return _from_folder(path)
@@ -86,6 +97,18 @@ def load_labelled(
         f"{source}: not a labelled image source; give synth:SEED, a folder of class subfolders, "
         "or a .csv/.tsv/.jsonl table with image and labels columns"
     )
+
+
+def _stream_groups(groups: str) -> tuple[str, ...]:
+    from captionkit.data.scene_stream import LABEL_GROUPS, OBJECT_GROUPS
+
+    chosen = tuple(g.strip() for g in groups.split(",") if g.strip()) or OBJECT_GROUPS
+    unknown = [g for g in chosen if g not in LABEL_GROUPS]
+    if unknown:
+        raise ConfigError(
+            f"groups={groups!r}: the scene stream has no group {unknown[0]!r}; choose from {', '.join(LABEL_GROUPS)}"
+        )
+    return chosen
 
 
 def _from_folder(root: Path) -> LabelledFiles:

@@ -6,10 +6,14 @@ seeded with (seed, i, stream)), so the stream never repeats the caption dataset'
 as the step count needs: nothing is written to disk, and image i is the same on every run and in every process.
 
 Each image carries text labels naming what is in it at three levels of detail (ImageNet names one object; these
-scenes hold up to five, so the labels are multi-label):
-  "red", "circle"             a colour / a shape is present
-  "red circle"                a (colour, shape) kind is present
-  "red circle x2"             that kind occurs exactly twice
+scenes hold up to five, so the labels are multi-label), and its background, in groups a pretraining run picks:
+  "red", "circle"             colour, shape: a colour / a shape is present
+  "red circle"                kind: a (colour, shape) kind is present
+  "red circle x2"             count: that kind occurs exactly twice
+  "white background"          background: the background's colour (not an object: the captions name it, so an
+                              encoder that is to caption these scenes must see it)
+and where each object is: `scene_coverage` gives, per cell of a grid laid over the image, how much of the cell each
+colour and each shape covers (the demo's analogue of detection boxes).
 """
 
 from __future__ import annotations
@@ -20,34 +24,64 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from captionkit.data.scene_grammar import COLOURS, SHAPES, kind_counts
-from captionkit.data.synthetic import DEFAULT_SIZE, JPEG_QUALITY, render_scene, sample_scene
+from captionkit.data.scene_grammar import BACKGROUNDS, COLOURS, SHAPES, kind_counts
+from captionkit.data.synthetic import DEFAULT_SIZE, JPEG_QUALITY, object_mask, render_scene, sample_scene
 
 STREAM_TAG = 1_000_003  # first entropy word of every stream generator; caption datasets start with their seed
 MAX_COUNT = 3  # sample_scene draws 1-3 objects of a kind
+OBJECT_GROUPS = ("colour", "shape", "kind", "count")  # a run's groups unless it names others (the demo's stages 1-4)
+LABEL_GROUPS = (*OBJECT_GROUPS, "background")
+COVERAGE_CHANNELS = (*COLOURS, *SHAPES)  # scene_coverage's channel order
 
 
-def scene_label_names() -> list[str]:
-    """Every label the stream can emit, in a fixed order (the classifier's output order)."""
+def _labels_by_group() -> dict[str, list[str]]:
     kinds = [f"{c} {s}" for c in COLOURS for s in SHAPES]
-    return [*COLOURS, *SHAPES, *kinds, *(f"{k} x{n}" for k in kinds for n in range(1, MAX_COUNT + 1))]
+    return {
+        "colour": list(COLOURS),
+        "shape": list(SHAPES),
+        "kind": kinds,
+        "count": [f"{k} x{n}" for k in kinds for n in range(1, MAX_COUNT + 1)],
+        "background": [f"{b} background" for b in BACKGROUNDS],
+    }
 
 
-def scene_label_groups() -> list[str]:
-    """The level of each label of `scene_label_names()`: colour, shape, kind or count. A classifier averages its
-    loss per level, so the 5 shape labels weigh as much as the 90 count labels (with a plain mean over all 131, the
-    demo's VGG learnt colours and stayed at the majority rate on shapes for 1,500 steps)."""
-    kinds = len(COLOURS) * len(SHAPES)
-    return ["colour"] * len(COLOURS) + ["shape"] * len(SHAPES) + ["kind"] * kinds + ["count"] * kinds * MAX_COUNT
+def scene_label_names(groups: tuple[str, ...] = OBJECT_GROUPS) -> list[str]:
+    """Every label of `groups` the stream can emit, in a fixed order (the classifier's output order)."""
+    by_group = _labels_by_group()
+    return [name for group in LABEL_GROUPS if group in groups for name in by_group[group]]
+
+
+def scene_label_groups(groups: tuple[str, ...] = OBJECT_GROUPS) -> list[str]:
+    """The group of each label of `scene_label_names(groups)`. A classifier averages its loss per group, so the 5
+    shape labels weigh as much as the 90 count labels (with a plain mean over all 131 object labels, the demo's VGG
+    learnt colours and stayed at the majority rate on shapes for 1,500 steps)."""
+    by_group = _labels_by_group()
+    return [group for group in LABEL_GROUPS if group in groups for _ in by_group[group]]
 
 
 def scene_labels(scene: dict[str, Any]) -> list[str]:
-    """The text labels of one scene (see the module docstring)."""
+    """The text labels of one scene, of every group (see the module docstring)."""
     counts = kind_counts(scene)
     labels = sorted({c for c, _ in counts} | {s for _, s in counts})
     for (colour, shape), n in sorted(counts.items()):
         labels += [f"{colour} {shape}", f"{colour} {shape} x{n}"]
-    return labels
+    return [*labels, f"{scene['background']['colour']} background"]
+
+
+def scene_coverage(scene: dict[str, Any], size: int, crop: int, grid: int) -> np.ndarray:
+    """(len(COVERAGE_CHANNELS), grid, grid) float32: how much of each cell each colour and each shape covers, the
+    image resized to size x size, centre-cropped to crop x crop (as ImageNet preprocessing does) and cut into
+    grid x grid cells (crop a multiple of grid)."""
+    if crop % grid or crop > size:
+        raise ValueError(f"a {grid}x{grid} grid over a {crop} px crop of {size} px: need crop <= size, grid | crop")
+    top, step = int(round((size - crop) / 2.0)), crop // grid
+    cells = np.zeros((len(COVERAGE_CHANNELS), grid, grid), np.float32)
+    for obj in scene["objects"]:
+        mask = object_mask(obj, size)[top : top + crop, top : top + crop]
+        covered = mask.reshape(grid, step, grid, step).mean(axis=(1, 3))
+        for channel in (COVERAGE_CHANNELS.index(obj["colour"]), COVERAGE_CHANNELS.index(obj["shape"])):
+            np.maximum(cells[channel], covered, out=cells[channel])  # objects never overlap (one per scene cell)
+    return cells
 
 
 class SceneStream:
@@ -63,10 +97,14 @@ class SceneStream:
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, list[str]]:
+    def scene(self, index: int) -> dict[str, Any]:
+        """Image `index`'s scene (its objects and their positions; see scene_grammar)."""
         if not 0 <= index < self.length:
             raise IndexError(index)
-        scene = sample_scene(np.random.default_rng([STREAM_TAG, self.seed, index, 0]))
+        return sample_scene(np.random.default_rng([STREAM_TAG, self.seed, index, 0]))
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, list[str]]:
+        scene = self.scene(index)
         image = render_scene(scene, np.random.default_rng([STREAM_TAG, self.seed, index, 1]), self.size)
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=JPEG_QUALITY, subsampling=0)

@@ -28,12 +28,12 @@ from captionkit.training.clip_pretrain import ClipPretrainConfig
 log = logging.getLogger(__name__)
 
 # Demo presets in training order, each with the --set overrides that point it at what earlier steps made:
-# {vgg_fc2}, {vgg_conv5_3} = the pretrained VGG's features (shipped weights: `vgg16-bn-small:fc2@demo`);
+# {vgg_fc2}, {vgg_conv4_3} = the pretrained VGG's features (shipped weights: `vgg16-bn-small:fc2@demo`);
 # {clip} = the CLIP whose text tower the demo aligns to the shipped image tower (LiT);
 # {gpt2} = the GPT-2 the MLP run fine-tunes, frozen in the transformer run the way ClipCap freezes pretrained GPT-2.
 DEMO_MODELS: dict[str, list[str]] = {
     "demo-show-tell-merge": ["encoder={vgg_fc2}"],
-    "demo-show-attend-tell": ["encoder={vgg_conv5_3}"],
+    "demo-show-attend-tell": ["encoder={vgg_conv4_3}"],
     "demo-clipcap-mlp": ["encoder=clip:{clip}"],
     "demo-clipcap-transformer": ["encoder=clip:{clip}", "model.gpt2={gpt2}", "model.tokenizer={gpt2}"],
 }
@@ -122,7 +122,7 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, Any]:
     made = {"{clip}": (out / "clip").resolve(), "{gpt2}": (out / "gpt2").resolve()}
     encoders = {
         f"{{vgg_{f}}}": cfg.vgg_kind + f":{f}" + (f"@{cfg.vgg_weights}" if cfg.vgg_weights else "")
-        for f in ("fc2", "conv5_3")
+        for f in ("fc2", "conv4_3")
     }
     made_by: dict[str, Any] = {p: [spec, _weights_stamp(spec)] for p, spec in encoders.items()}
     log.info(

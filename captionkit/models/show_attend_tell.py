@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from captionkit.errors import ConfigError
 from captionkit.models.base import IGNORE_INDEX, ModelOutput, caption_loss
 from captionkit.models.show_tell import WordLSTMModel
 from captionkit.registry import register_model
@@ -27,6 +28,10 @@ class ShowAttendTellConfig:
     dropout: float = 0.5
     deep_output: bool = True  # Xu et al.'s deep output layer; False: a linear layer on the hidden state
     attention_reg: float = 1.0  # lambda of the doubly stochastic attention regulariser
+    # The LSTM's first state: "mean", Xu et al.'s, from the mean feature (the decoder starts knowing the whole image
+    # as a bag of grid cells), or "learned", one learned state for every image (all it learns of the image then comes
+    # through its attention, which has to find each object it names)
+    init_state: str = "mean"
     feature_norm: bool = False  # LayerNorm over the C channels of each location (for an encoder trained from scratch)
     min_word_count: int = 5
     finetune_encoder: str | None = None  # e.g. "vgg16:conv5_3@imagenet": train end to end from pixels
@@ -65,8 +70,13 @@ class ShowAttendTell(WordLSTMModel):
         super().__init__(config, pretrained)
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.embed_dim)
-        self.init_h = nn.Sequential(nn.Linear(c.feature_dim, c.hidden_dim), nn.Tanh())
-        self.init_c = nn.Sequential(nn.Linear(c.feature_dim, c.hidden_dim), nn.Tanh())
+        if c.init_state == "mean":
+            self.init_h = nn.Sequential(nn.Linear(c.feature_dim, c.hidden_dim), nn.Tanh())
+            self.init_c = nn.Sequential(nn.Linear(c.feature_dim, c.hidden_dim), nn.Tanh())
+        elif c.init_state == "learned":
+            self.h0, self.c0 = nn.Parameter(torch.zeros(c.hidden_dim)), nn.Parameter(torch.zeros(c.hidden_dim))
+        else:
+            raise ConfigError(f"model.init_state={c.init_state!r}: use mean or learned")
         self.attention = AdditiveAttention(c.feature_dim, c.hidden_dim, c.attention_dim)
         self.f_beta = nn.Linear(c.hidden_dim, 1)  # the gating scalar beta_t of Xu et al. (sec. 4.2.1)
         self.cell = nn.LSTMCell(c.embed_dim + c.feature_dim, c.hidden_dim)
@@ -79,10 +89,14 @@ class ShowAttendTell(WordLSTMModel):
             self.out = nn.Linear(c.hidden_dim, c.vocab_size)
 
     def initial_state(self, features: Tensor) -> dict[str, Tensor]:
-        mean = features.mean(dim=1)  # (B, C)
+        if self.config.init_state == "mean":
+            mean = features.mean(dim=1)  # (B, C)
+            h, c = self.init_h(mean), self.init_c(mean)
+        else:
+            h, c = (p.expand(features.size(0), -1) for p in (self.h0, self.c0))
         return {
-            "h": self.init_h(mean),
-            "c": self.init_c(mean),
+            "h": h,
+            "c": c,
             "features": features,
             "feature_att": self.attention.feature_att(features),
         }

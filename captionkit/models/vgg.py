@@ -89,13 +89,14 @@ VARIANTS = {
     "vgg16-bn": VGGVariant(batch_norm=True),
     # The demo's pretrained encoder (captionkit/pretrained/): vgg16_bn's layout with 1/4 of the channels (16..128),
     # 256-wide FC layers, 96 px (conv5_3 is a 6x6 grid of 128 channels, (36, 128): two cells a side for each cell of
-    # the demo scenes' 3x3 grid), and one output per label of the demo's labelled scene stream
-    # (data/scene_stream.py) instead of ImageNet's 1,000 classes. Trained on an endless stream: no dropout needed.
+    # the demo scenes' 3x3 grid; conv4_3 a 12x12 one), and one output per label of the demo's labelled scene stream
+    # (data/scene_stream.py: 131 object labels and 3 backgrounds) instead of ImageNet's 1,000 classes. Trained on an
+    # endless stream: no dropout needed.
     "vgg16-bn-small": VGGVariant(
         width_divisor=4,
         batch_norm=True,
         fc_width=256,
-        num_classes=131,
+        num_classes=134,
         resize=96,
         crop=96,
         dropout=0.0,

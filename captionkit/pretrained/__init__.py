@@ -2,7 +2,7 @@
 VGG16 and OpenAI's CLIP image tower), written by `captionkit demo --pretrain-encoders`. Data only: it may import
 only the foundation (config, registry, errors, version).
 
-  vgg16-bn-small-demo.safetensors   `vgg16-bn-small:fc2@demo`, `vgg16-bn-small:conv5_3@demo` (fp16 on disk)
+  vgg16-bn-small-demo.safetensors   `vgg16-bn-small:fc2@demo`, `vgg16-bn-small:conv4_3@demo`, ... (fp16 on disk)
   demo-clip-vision/                 `captionkit:demo-clip-vision`, a CLIP directory whose image side is the
                                     pretrained one (its text tower is a placeholder: `clip pretrain --image-tower`
                                     trains the real one on captions)

@@ -66,6 +66,12 @@ class EncoderPretrainConfig:
     # blind to colour (0.73, the majority rate) while training on with the same optimizer state; restarted like this
     # (the demo's stages 2 and 3), held-out colour accuracy reached 0.92, then 0.99.
     init_from: str = ""
+    # synth:SEED with a VGG only: the weight of a second loss, how much of each conv4_3 grid cell each colour and
+    # shape covers (scene_coverage, predicted by a 1x1 convolution that is dropped when the weights are written).
+    # Labels of the whole image teach every cell the whole scene (a conv4_3 cell sees all of a 96 px image); this
+    # teaches each cell what lies in it, so an attention model can find an object by looking at it (the demo's
+    # analogue of pretraining on detection boxes). Measured on the demo: see DemoEncodersConfig.
+    location_weight: float = 0.0
     mixed_precision: str = "no"  # "bf16": autocast (CPUs with AVX-512 BF16 or AMX, and GPUs), weights stay fp32
     num_workers: int = 1  # processes decoding (or drawing) images beside the training process
     checkpoint_every_steps: int = 250
@@ -75,11 +81,16 @@ class EncoderPretrainConfig:
 
 @dataclass
 class _Classifier:
-    """A network (pixels -> one logit per label), its preprocessing, and how to write it as an encoder."""
+    """A network (pixels -> one logit per label, and coverage logits with a location head), its preprocessing, how
+    to write it as an encoder, and the VGG inside it (None for a CLIP)."""
 
     net: nn.Module
     preprocess: Callable[[Any], Tensor]
     save: Callable[[Path], None]
+    vgg: nn.Module | None = None
+
+
+LOCATION_FEATURE = "conv4_3"  # the grid the location loss teaches (an 8th of the input size on each side)
 
 
 class LabelVocabulary:
@@ -112,9 +123,10 @@ class _Positions(torch.utils.data.Dataset):
         start: int,
         stop: int,
         seed: int,
+        coverage: Callable[[int], np.ndarray] | None = None,
     ) -> None:
         self.source, self.vocab, self.preprocess = source, vocab, preprocess
-        self.start, self.stop, self.seed = start, stop, seed
+        self.start, self.stop, self.seed, self.coverage = start, stop, seed, coverage
         self.endless = source.endless  # a finite source is shuffled per epoch even when one epoch covers the run
 
     def __len__(self) -> int:
@@ -131,8 +143,12 @@ class _Positions(torch.utils.data.Dataset):
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
-        image, labels = self.source[self.image_index(self.start + i)]
-        return {"features": self.preprocess(image), "targets": self.vocab.targets(labels)}
+        index = self.image_index(self.start + i)
+        image, labels = self.source[index]
+        item = {"features": self.preprocess(image), "targets": self.vocab.targets(labels)}
+        if self.coverage is not None:
+            item["coverage"] = torch.from_numpy(self.coverage(index))
+        return item
 
 
 def pretrain_encoder(out: str | Path, config: EncoderPretrainConfig | None = None, progress: bool = True) -> Path:
@@ -184,14 +200,22 @@ class EncoderPretrainJob(PretrainJob):
             if cfg.label_loss == "grouped"
             else torch.zeros(len(self.vocab.names), dtype=torch.long)
         )
-        self.classifier = build_classifier(cfg.encoder, len(self.vocab.names))
+        coverage = _coverage_targets(cfg, source)
+        self.classifier = build_classifier(cfg.encoder, len(self.vocab.names), locate=coverage is not None)
         if cfg.init_from:
-            _load_init_weights(self.classifier.net, cfg.encoder, cfg.init_from)
+            _load_init_weights(self.classifier.vgg, cfg.encoder, cfg.init_from, self.vocab.names)
         self.model, self.saved = self.classifier.net, self.vocab
         self.objective = Classification(
-            _single_label(source), groups, _first_mask(source, cfg), cfg.first_steps, cfg.first_other_weight
+            _single_label(source),
+            groups,
+            _first_mask(source, cfg),
+            cfg.first_steps,
+            cfg.first_other_weight,
+            cfg.location_weight,
         )
-        positions = _Positions(source, self.vocab, self.classifier.preprocess, 0, cfg.steps * cfg.batch_size, cfg.seed)
+        positions = _Positions(
+            source, self.vocab, self.classifier.preprocess, 0, cfg.steps * cfg.batch_size, cfg.seed, coverage
+        )
         self.train_data = self.objective.train_data(positions)
         self.scorer = _evaluator(cfg, self.vocab, self.classifier.preprocess)
 
@@ -215,17 +239,55 @@ class EncoderPretrainJob(PretrainJob):
             mark_done(self.out, {"steps": state.global_step})
 
 
-def _load_init_weights(net: nn.Module, encoder: str, path: str) -> None:
-    """Start from an earlier run's VGG weights (same kind and labels) instead of random init."""
+def _load_init_weights(net: nn.Module | None, encoder: str, path: str, labels: list[str]) -> None:
+    """Start from an earlier run's VGG weights (same kind) instead of random init. Where this run has other labels
+    and the earlier run's labels.json lies beside its weights, the label layer is matched by name: rows of labels
+    both runs have are copied, new labels keep their fresh initialisation (as a new head on an ImageNet backbone)."""
     from captionkit.models import vgg
 
-    if encoder not in vgg.VARIANTS:
+    if net is None:
         raise ConfigError(f"init_from={path!r}: only a VGG kind can start from a weights file, not {encoder!r}")
     if not Path(path).is_file():
         raise ConfigError(f"init_from={path!r}: no such weights file (an earlier run's {VGG_WEIGHTS})")
     state, source = vgg.read_weights(path, encoder)
-    vgg.load_state(net, state, source)  # strict: another kind or label count is a CheckpointError naming the key
+    earlier = Path(path).with_name(LABELS_NAME)
+    if state.get(f"{LABEL_LAYER}.weight", torch.empty(0)).shape[:1] != (len(labels),) and earlier.is_file():
+        state = _label_rows_by_name(state, net, json.loads(earlier.read_text(encoding="utf-8")), labels)
+    vgg.load_state(net, state, source)  # strict: another kind, or other labels without labels.json, names the key
     net.float()
+
+
+LABEL_LAYER = "classifier.6"  # a torchvision VGG's last layer: one output per label
+
+
+def _label_rows_by_name(
+    state: dict[str, Tensor], net: nn.Module, earlier: list[str], labels: list[str]
+) -> dict[str, Tensor]:
+    fresh = net.state_dict()
+    rows = {name: i for i, name in enumerate(earlier)}
+    for key in (f"{LABEL_LAYER}.weight", f"{LABEL_LAYER}.bias"):
+        merged = fresh[key].detach().clone()
+        for i, name in enumerate(labels):
+            if name in rows:
+                merged[i] = state[key][rows[name]]
+        state = {**state, key: merged}
+    return state
+
+
+def _coverage_targets(cfg: EncoderPretrainConfig, source: LabelledImages) -> Callable[[int], np.ndarray] | None:
+    """Image index -> its coverage targets on the location grid, when the run has a location loss."""
+    if not cfg.location_weight:
+        return None
+    from captionkit.models import vgg
+
+    if cfg.encoder not in vgg.VARIANTS or not hasattr(source, "coverage"):
+        raise ConfigError(
+            f"location_weight={cfg.location_weight}: only a VGG kind on the scene stream (synth:SEED) learns where "
+            f"objects are (encoder {cfg.encoder!r}, data {cfg.data!r}); set location_weight=0"
+        )
+    variant = vgg.VARIANTS[cfg.encoder]
+    grid = variant.crop // 2 ** vgg.GRID_POOLS[LOCATION_FEATURE]
+    return functools.partial(source.coverage, size=variant.resize, crop=variant.crop, grid=grid)
 
 
 def _first_mask(source: LabelledImages, cfg: EncoderPretrainConfig) -> Tensor:
@@ -254,8 +316,9 @@ def _single_label(source: LabelledImages) -> bool:
     return labels is not None and all(len(ls) == 1 for ls in labels)
 
 
-def build_classifier(encoder: str, num_labels: int) -> _Classifier:
-    """The network for an encoder spec (see the module docstring), with `num_labels` outputs."""
+def build_classifier(encoder: str, num_labels: int, locate: bool = False) -> _Classifier:
+    """The network for an encoder spec (see the module docstring), with `num_labels` outputs; `locate` (a VGG only)
+    adds the location head (see EncoderPretrainConfig.location_weight)."""
     from captionkit.models import vgg
     from captionkit.models.encoders import parse_spec
 
@@ -272,7 +335,8 @@ def build_classifier(encoder: str, num_labels: int) -> _Classifier:
 
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / VGG_WEIGHTS))
 
-        return _Classifier(net, vgg.ImageNetPreprocess(variant.resize, variant.crop), save_vgg)
+        trained = _LocatingVGG(net) if locate else net
+        return _Classifier(trained, vgg.ImageNetPreprocess(variant.resize, variant.crop), save_vgg, net)
     if kind == "clip":
         from captionkit.models import hf
 
@@ -285,6 +349,27 @@ def build_classifier(encoder: str, num_labels: int) -> _Classifier:
         return _Classifier(head, lambda image: hf.clip_preprocess(processor, image), save_clip)
     valid = ", ".join([*vgg.VARIANTS, "clip:SOURCE"])
     raise ConfigError(f"encoder {encoder!r} cannot be pretrained as a classifier; valid: {valid}")
+
+
+class _LocatingVGG(nn.Module):
+    """A VGG classifier with a second head: a 1x1 convolution on the conv4_3 grid that predicts how much of each
+    cell each colour and shape covers. Only the VGG is written out (torchvision's layout has no place for the head,
+    as a backbone is published without its detection head)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        from captionkit.data.scene_stream import COVERAGE_CHANNELS
+
+        self.net = net
+        self.grid_end = net.grid_end(LOCATION_FEATURE)
+        channels = next(m for m in reversed(net.features[: self.grid_end]) if isinstance(m, nn.Conv2d)).out_channels
+        self.coverage = nn.Conv2d(channels, len(COVERAGE_CHANNELS), kernel_size=1)
+
+    def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, S, S) -> label logits (B, labels), coverage logits (B, channels, S/8, S/8)."""
+        grid = self.net.features[: self.grid_end](pixel_values)
+        top = self.net.avgpool(self.net.features[self.grid_end :](grid))
+        return self.net.classifier(torch.flatten(top, 1)), self.coverage(grid)
 
 
 class _CLIPImageClassifier(nn.Module):
@@ -320,12 +405,15 @@ def _evaluator(
     pixels = torch.stack([preprocess(image) for image, _ in samples])
     targets = torch.stack([vocab.targets(labels) for _, labels in samples]).bool()
     groups = {"shape": [vocab.index[s] for s in SHAPES], "colour": [vocab.index[c] for c in COLOURS]}
+    backgrounds = [i for name, i in vocab.index.items() if name.endswith(" background")]
+    if backgrounds:
+        groups["background"] = backgrounds
 
     @torch.no_grad()
     def evaluate(net: nn.Module) -> dict[str, float]:
         net.eval()
         device = next(net.parameters()).device
-        predicted = torch.cat([net(pixels[i : i + 64].to(device)).float().cpu() > 0 for i in range(0, len(pixels), 64)])
+        predicted = torch.cat([_labels(net(pixels[i : i + 64].to(device))) > 0 for i in range(0, len(pixels), 64)])
         correct = predicted == targets
         scores = {
             f"eval_{name}_accuracy": round(correct[:, idx].float().mean().item(), 4) for name, idx in groups.items()
@@ -334,3 +422,8 @@ def _evaluator(
         return scores
 
     return evaluate
+
+
+def _labels(output: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+    """The label logits of a classifier's output (a locating VGG also returns coverage logits)."""
+    return (output[0] if isinstance(output, tuple) else output).float().cpu()

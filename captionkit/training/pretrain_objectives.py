@@ -75,15 +75,23 @@ class Contrastive(Objective):
 class Classification(Objective):
     """Softmax cross-entropy when every image has one label; else sigmoid cross-entropy averaged within each label
     group, then over groups, with an optional curriculum: for the first `first_steps` updates only the labels of
-    `first_mask` count (the others weighted by `first_other_weight`)."""
+    `first_mask` count (the others weighted by `first_other_weight`). A network that also returns coverage logits
+    (a locating VGG) adds `location_weight` x their sigmoid cross-entropy against the batch's "coverage"."""
 
     name = "classification"
 
     def __init__(
-        self, single_label: bool, groups: Tensor, first_mask: Tensor, first_steps: int, first_other_weight: float
+        self,
+        single_label: bool,
+        groups: Tensor,
+        first_mask: Tensor,
+        first_steps: int,
+        first_other_weight: float,
+        location_weight: float = 0.0,
     ) -> None:
         self.single_label, self.groups, self.first_mask = single_label, groups, first_mask
         self.first_steps, self.first_other_weight = first_steps, first_other_weight
+        self.location_weight = location_weight
         self.step = 0
 
     def train_data(self, records: Dataset, source: Any = None) -> tuple[Dataset, Callable, None, None]:
@@ -94,7 +102,15 @@ class Classification(Objective):
         self.step = step
 
     def loss(self, model, unwrapped, batch):
-        logits, targets = model(batch["features"]).float(), batch["targets"]
+        output = model(batch["features"])
+        if isinstance(output, tuple):  # label logits, coverage logits
+            logits, coverage = output[0].float(), output[1].float()
+            located = nn.functional.binary_cross_entropy_with_logits(coverage, batch["coverage"])
+            loss, logs = self._label_loss(logits, batch["targets"])
+            return loss + self.location_weight * located, {**logs, "location_loss": located.detach()}
+        return self._label_loss(output.float(), batch["targets"])
+
+    def _label_loss(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
         if self.single_label:
             return nn.functional.cross_entropy(logits, targets.argmax(1)), {}
         if self.step < self.first_steps:  # the curriculum's first part: its label groups (the others weigh less)

@@ -202,3 +202,25 @@ def test_concat_merge_is_causal_caches_like_recomputation_and_differs_from_add()
     assert not torch.allclose(other_image, model({"features": feats, "input_ids": history}).logits)
     with pytest.raises(ConfigError, match="model.merge: 'multiply'"):
         merge_model(merge="multiply")
+
+
+def test_a_learned_initial_state_reads_the_image_only_through_attention():
+    """init_state="learned": every image starts from the same LSTM state, so the first word's attention is the same
+    for every image and only what it reads differs; cached decoding still equals recomputation."""
+    torch.manual_seed(0)
+    model = sat_model(init_state="learned").eval()
+    assert not hasattr(model, "init_h")
+    feats = features_for(model, 2)
+    history = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    with torch.no_grad():
+        first = model.initial_state(feats)
+        torch.testing.assert_close(first["h"][0], first["h"][1])  # one state for both images before any word
+        logits, state = model.start(feats)
+        for t in range(history.shape[1]):
+            torch.testing.assert_close(logits, uncached_logits(model, feats, history[:, :t]), rtol=1e-5, atol=1e-5)
+            logits, state = model.step(history[:, t], state)
+    input_ids, labels = batch_of(CAPTIONS)
+    model({"features": features_for(model, 3), "input_ids": input_ids, "labels": labels}).loss.backward()
+    assert model.h0.grad is not None and model.h0.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="model.init_state='zero'"):
+        sat_model(init_state="zero")

@@ -15,7 +15,13 @@ def test_pretrained_encoders_are_installed_in_fp16_and_load_as_fp32(tmp_path):
     config = DemoEncodersConfig(
         vgg=[
             EncoderPretrainConfig(encoder="vgg16-bn-small", **TINY),
-            EncoderPretrainConfig(encoder="vgg16-bn-small", data="synth:2", **TINY),
+            EncoderPretrainConfig(
+                encoder="vgg16-bn-small",
+                data="synth:2",
+                data_options={"groups": "colour,shape,kind,count,background"},
+                location_weight=1.0,
+                **TINY,
+            ),
         ],
         clip=EncoderPretrainConfig(encoder="clip:captionkit:tiny-clip", **TINY),
     )

@@ -155,3 +155,48 @@ def test_a_second_stage_starts_from_the_first_stage_weights(tmp_path):
     )
     with pytest.raises(ConfigError, match="no such weights file"):
         pretrain_encoder(tmp_path / "bad", dataclasses.replace(still, init_from=str(tmp_path / "none.safetensors")))
+
+
+def test_a_location_stage_learns_coverage_on_the_grid_and_writes_a_plain_vgg(tmp_path):
+    from captionkit.training.encoder_pretrain import EncoderPretrainJob, build_classifier
+
+    # the job feeds coverage targets and the objective adds their loss to the label loss
+    config = EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", location_weight=2.0, **TINY)
+    job = EncoderPretrainJob(config, tmp_path / "unused")
+    job.setup(None, None)
+    job.model.eval()  # no dropout: two forward passes agree
+    positions = job.train_data[0]
+    assert positions[0]["coverage"].shape == (11, 14, 14)  # vgg16-small crops 112 px: 14x14 cells of 8 px
+    batch = torch.utils.data.default_collate([positions[0], positions[1]])
+    loss, stats = job.objective.loss(job.model, job.model, batch)
+    label_only, _ = job.objective._label_loss(job.model(batch["features"])[0].float(), batch["targets"])
+    torch.testing.assert_close(loss, label_only + 2.0 * stats["location_loss"])
+
+    out = pretrain_encoder(tmp_path / "located", config, progress=False)
+    state = load_file(str(out / "weights.safetensors"))
+    assert not any(k.startswith("coverage") or k.startswith("net.") for k in state)  # the head is dropped
+    load_encoder(f"vgg16-small:conv4_3@{out / 'weights.safetensors'}")
+    plain = build_classifier("vgg16-small", 3)
+    assert plain.net is plain.vgg  # no location loss: the plain classifier
+    with pytest.raises(ConfigError, match="only a VGG kind on the scene stream"):
+        pretrain_encoder(tmp_path / "bad", dataclasses.replace(config, encoder="clip:captionkit:tiny-clip"))
+
+
+def test_a_stage_with_more_labels_keeps_the_earlier_labels_rows(tmp_path):
+    first = pretrain_encoder(
+        tmp_path / "first", EncoderPretrainConfig(encoder="vgg16-small", data="synth:0", **TINY), progress=False
+    )
+    more = EncoderPretrainConfig(
+        encoder="vgg16-small",
+        data="synth:2",
+        data_options={"groups": "colour,shape,kind,count,background"},
+        init_from=str(first / "weights.safetensors"),
+        lr=1e-12,
+        **{**TINY, "steps": 2},
+    )
+    second = pretrain_encoder(tmp_path / "second", more, progress=False)
+    before, after = load_file(str(first / "weights.safetensors")), load_file(str(second / "weights.safetensors"))
+    assert after["classifier.6.weight"].shape[0] == before["classifier.6.weight"].shape[0] + 3
+    for key in ("classifier.6.weight", "classifier.6.bias"):  # the 131 shared labels come first, in the same order
+        torch.testing.assert_close(after[key][:131], before[key], atol=1e-6, rtol=0)
+    torch.testing.assert_close(after["features.0.weight"], before["features.0.weight"], atol=1e-6, rtol=0)

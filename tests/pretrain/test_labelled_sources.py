@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from captionkit.data.labelled import load_labelled
-from captionkit.errors import DatasetError
+from captionkit.errors import ConfigError, DatasetError
 
 
 def _image(path, colour=(200, 30, 30)):
@@ -50,3 +50,15 @@ def test_bad_sources_name_the_file_line_and_field(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no images in class subfolders"):
         load_labelled(str(tmp_path / "empty"))
+
+
+def test_the_stream_trains_on_the_label_groups_it_is_given(tmp_path):
+    assert len(load_labelled("synth:0").label_names) == 131  # colour, shape, kind, count
+    with_background = load_labelled("synth:0", groups="colour,shape,kind,count,background")
+    assert len(with_background.label_names) == 134 and "black background" in with_background.label_names
+    assert load_labelled("synth:0", groups="shape").label_names == ["circle", "square", "triangle", "star", "cross"]
+    with pytest.raises(ConfigError, match="no group 'size'"):
+        load_labelled("synth:0", groups="shape,size")
+    _image(tmp_path / "cat" / "a.jpg")
+    with pytest.raises(ConfigError, match="only the scene stream"):
+        load_labelled(str(tmp_path), groups="shape")

@@ -3,8 +3,15 @@
 import numpy as np
 
 from captionkit.data.images import load_image
-from captionkit.data.scene_stream import SceneStream, scene_label_names, scene_labels
-from captionkit.data.synthetic import write_synthetic_dataset
+from captionkit.data.scene_stream import (
+    COVERAGE_CHANNELS,
+    SceneStream,
+    scene_coverage,
+    scene_label_groups,
+    scene_label_names,
+    scene_labels,
+)
+from captionkit.data.synthetic import object_mask, write_synthetic_dataset
 
 
 def test_labels_name_colours_shapes_kinds_and_counts():
@@ -13,7 +20,8 @@ def test_labels_name_colours_shapes_kinds_and_counts():
             {"colour": "red", "shape": "circle"},
             {"colour": "red", "shape": "circle"},
             {"colour": "blue", "shape": "star"},
-        ]
+        ],
+        "background": {"colour": "grey", "texture": "plain"},
     }
     assert scene_labels(scene) == [
         "blue",
@@ -24,10 +32,31 @@ def test_labels_name_colours_shapes_kinds_and_counts():
         "blue star x1",
         "red circle",
         "red circle x2",
+        "grey background",
     ]
-    names = scene_label_names()
+    names = scene_label_names()  # the object groups: what the demo's first stages train on
     assert len(names) == 6 + 5 + 30 + 90 and len(set(names)) == len(names)
-    assert set(scene_labels(scene)) <= set(names)
+    assert set(scene_labels(scene)) - set(names) == {"grey background"}
+    everything = ("colour", "shape", "kind", "count", "background")
+    assert scene_label_names(everything) == [*names, "white background", "grey background", "black background"]
+    assert scene_label_groups(everything)[-4:] == ["count", "background", "background", "background"]
+
+
+def test_coverage_says_which_cells_each_colour_and_shape_covers():
+    stream = SceneStream(seed=0)
+    scene = stream.scene(3)
+    cells = scene_coverage(scene, size=96, crop=96, grid=12)
+    assert cells.shape == (len(COVERAGE_CHANNELS), 12, 12) and cells.min() >= 0 and cells.max() <= 1
+    for obj in scene["objects"]:  # each object's area, in cells, lands on its colour's and its shape's channels
+        area = object_mask(obj, 96).sum() / 8**2
+        assert cells[COVERAGE_CHANNELS.index(obj["colour"])].sum() >= area - 1e-3
+        row, col = int(obj["y"] * 12), int(obj["x"] * 12)  # its centre's cell is covered
+        assert cells[COVERAGE_CHANNELS.index(obj["shape"])][row, col] > 0.3
+    absent = [c for c in COVERAGE_CHANNELS if c not in {v for o in scene["objects"] for v in (o["colour"], o["shape"])}]
+    assert all(cells[COVERAGE_CHANNELS.index(c)].sum() == 0 for c in absent)
+    # a centre crop keeps the cells it keeps: cropping 96 -> 80 px drops one 8 px cell on every side
+    cropped = scene_coverage(scene, size=96, crop=80, grid=10)
+    np.testing.assert_allclose(cropped, cells[:, 1:11, 1:11], atol=1e-6)
 
 
 def test_image_i_is_the_same_every_time_and_differs_between_seeds():
