@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in models:
             reference: dict[str, Any] = {}
             for fmt, options in FORMATS.items():
-                start = time.perf_counter()
+                began = time.perf_counter()
                 result = evaluate_model(
                     args.demo / name / "model",
                     args.demo / "data",
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     progress=False,
                     precision=options,
                 )
-                seconds = time.perf_counter() - start
+                seconds = time.perf_counter() - began
                 if fmt == "float32":
                     reference = {"captions": result.captions, **result.corpus}
                 same = sum(result.captions[k] == v for k, v in reference["captions"].items()) / len(result.captions)

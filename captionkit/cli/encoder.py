@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="table columns: image_column=, labels_column=, separator= (default image, labels, ;)",
+        help="table columns: image_column=, labels_column=, separator= (default image, labels, ;); the scene "
+        "stream's label groups: groups=colour,shape,kind,count[,background]",
     )
     pre.add_argument("--config", help="YAML/JSON file with EncoderPretrainConfig fields")
     pre.add_argument(

@@ -9,7 +9,7 @@ image projection under a linear label head and is written as a CLIP directory (`
 
 It runs on the training engine (accelerate, its schedule, `training/checkpoint.py` checkpoints, the run logger,
 torchrun) with the Classification objective: multi-label sigmoid cross-entropy, or softmax cross-entropy when
-every image has exactly one label.
+every image has exactly one label. On the scene stream a VGG can also learn where things are (`location_weight`).
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class _Classifier:
 
 
 LOCATION_FEATURE = "conv4_3"  # the grid the location loss teaches (an 8th of the input size on each side)
+LABEL_LAYER = "classifier.6"  # a torchvision VGG's last layer: one output per label
 
 
 class LabelVocabulary:
@@ -255,9 +256,6 @@ def _load_init_weights(net: nn.Module | None, encoder: str, path: str, labels: l
         state = _label_rows_by_name(state, net, json.loads(earlier.read_text(encoding="utf-8")), labels)
     vgg.load_state(net, state, source)  # strict: another kind, or other labels without labels.json, names the key
     net.float()
-
-
-LABEL_LAYER = "classifier.6"  # a torchvision VGG's last layer: one output per label
 
 
 def _label_rows_by_name(
