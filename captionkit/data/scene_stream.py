@@ -18,6 +18,7 @@ colour and each shape covers (the demo's analogue of detection boxes).
 
 from __future__ import annotations
 
+import functools
 import io
 from typing import Any
 
@@ -34,29 +35,29 @@ LABEL_GROUPS = (*OBJECT_GROUPS, "background")
 COVERAGE_CHANNELS = (*COLOURS, *SHAPES)  # scene_coverage's channel order
 
 
-def _labels_by_group() -> dict[str, list[str]]:
+def _labels_of(groups: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(label, its group) for every label of `groups`, in the classifier's output order."""
     kinds = [f"{c} {s}" for c in COLOURS for s in SHAPES]
-    return {
+    by_group = {
         "colour": list(COLOURS),
         "shape": list(SHAPES),
         "kind": kinds,
         "count": [f"{k} x{n}" for k in kinds for n in range(1, MAX_COUNT + 1)],
         "background": [f"{b} background" for b in BACKGROUNDS],
     }
+    return [(name, group) for group in LABEL_GROUPS if group in groups for name in by_group[group]]
 
 
 def scene_label_names(groups: tuple[str, ...] = OBJECT_GROUPS) -> list[str]:
     """Every label of `groups` the stream can emit, in a fixed order (the classifier's output order)."""
-    by_group = _labels_by_group()
-    return [name for group in LABEL_GROUPS if group in groups for name in by_group[group]]
+    return [name for name, _ in _labels_of(groups)]
 
 
 def scene_label_groups(groups: tuple[str, ...] = OBJECT_GROUPS) -> list[str]:
     """The group of each label of `scene_label_names(groups)`. A classifier averages its loss per group, so the 5
     shape labels weigh as much as the 90 count labels (with a plain mean over all 131 object labels, the demo's VGG
     learnt colours and stayed at the majority rate on shapes for 1,500 steps)."""
-    by_group = _labels_by_group()
-    return [group for group in LABEL_GROUPS if group in groups for _ in by_group[group]]
+    return [group for _, group in _labels_of(groups)]
 
 
 def scene_labels(scene: dict[str, Any]) -> list[str]:
@@ -97,6 +98,7 @@ class SceneStream:
     def __len__(self) -> int:
         return self.length
 
+    @functools.lru_cache(maxsize=1)  # noqa: B019 (one stream per process) a training item asks twice: pixels, coverage
     def scene(self, index: int) -> dict[str, Any]:
         """Image `index`'s scene (its objects and their positions; see scene_grammar)."""
         if not 0 <= index < self.length:

@@ -284,7 +284,7 @@ def _coverage_targets(cfg: EncoderPretrainConfig, source: LabelledImages) -> Cal
             f"objects are (encoder {cfg.encoder!r}, data {cfg.data!r}); set location_weight=0"
         )
     variant = vgg.VARIANTS[cfg.encoder]
-    grid = variant.crop // 2 ** vgg.GRID_POOLS[LOCATION_FEATURE]
+    grid = variant.grid(LOCATION_FEATURE)
     return functools.partial(source.coverage, size=variant.resize, crop=variant.crop, grid=grid)
 
 
@@ -360,8 +360,8 @@ class _LocatingVGG(nn.Module):
 
         self.net = net
         self.grid_end = net.grid_end(LOCATION_FEATURE)
-        channels = next(m for m in reversed(net.features[: self.grid_end]) if isinstance(m, nn.Conv2d)).out_channels
-        self.coverage = nn.Conv2d(channels, len(COVERAGE_CHANNELS), kernel_size=1)
+        # conv4_3 has as many channels as conv5_3 (VGG16's 512, divided by the variant's width divisor)
+        self.coverage = nn.Conv2d(net.variant.channels, len(COVERAGE_CHANNELS), kernel_size=1)
 
     def forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
         """(B, 3, S, S) -> label logits (B, labels), coverage logits (B, channels, S/8, S/8)."""
